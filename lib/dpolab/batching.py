@@ -1,0 +1,94 @@
+"""Turn (prompt, chosen, rejected) token ids into the tensors the losses read.
+
+Each response is appended to its prompt, rows are right-padded to a common length, and
+two masks are built: the **attention mask** (1 on every real token, what the model
+needs) and the **loss mask** (1 on response tokens only, what the log-probs sum over).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SequenceBatch:
+    """Right-padded prompt+response rows: ``input_ids``, ``attention_mask``, ``loss_mask``, all (B, T)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    loss_mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        return SequenceBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.loss_mask)))
+
+
+@dataclass
+class PreferenceBatch:
+    chosen: SequenceBatch
+    rejected: SequenceBatch
+
+    def to(self, device: torch.device | str) -> PreferenceBatch:
+        return PreferenceBatch(self.chosen.to(device), self.rejected.to(device))
+
+
+def _check_ids(name: str, rows: Sequence[Sequence[int]], n: int | None = None) -> None:
+    if n is not None and len(rows) != n:
+        raise ValueError(f"{name} must hold {n} rows (one per prompt), got {len(rows)}")
+    for i, row in enumerate(rows):
+        if any(not isinstance(t, int) or isinstance(t, bool) or t < 0 for t in row):
+            raise ValueError(f"{name}[{i}] must be a list of non-negative int token ids")
+
+
+def pad_sequences(
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    pad_token_id: int = 0,
+    max_length: int | None = None,
+) -> SequenceBatch:
+    """Concatenate each prompt with its response and right-pad the rows.
+
+    ``max_length`` truncates the *response* end of rows that are too long (prompts are
+    kept whole: a reply scored without its question is meaningless).
+    """
+    _check_ids("prompts", prompts)
+    _check_ids("responses", responses, len(prompts))
+    rows, masks = [], []
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        ids = list(p) + list(r)
+        loss = [0] * len(p) + [1] * len(r)
+        if max_length is not None:
+            if len(p) >= max_length:
+                raise ValueError(
+                    f"prompts[{i}] has {len(p)} tokens, no room for a response in max_length={max_length}"
+                )
+            ids, loss = ids[:max_length], loss[:max_length]
+        rows.append(ids)
+        masks.append(loss)
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, loss) in enumerate(zip(rows, masks, strict=True)):
+        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, : len(ids)] = 1
+        loss_mask[i, : len(ids)] = torch.tensor(loss, dtype=torch.long)
+    return SequenceBatch(input_ids, attention_mask, loss_mask)
+
+
+def collate_preferences(
+    prompts: Sequence[Sequence[int]],
+    chosen: Sequence[Sequence[int]],
+    rejected: Sequence[Sequence[int]],
+    pad_token_id: int = 0,
+    max_length: int | None = None,
+) -> PreferenceBatch:
+    """Batch tokenised preference triples: one right-padded :class:`SequenceBatch` per side."""
+    _check_ids("chosen", chosen, len(prompts))
+    _check_ids("rejected", rejected, len(prompts))
+    return PreferenceBatch(
+        pad_sequences(prompts, chosen, pad_token_id, max_length),
+        pad_sequences(prompts, rejected, pad_token_id, max_length),
+    )
