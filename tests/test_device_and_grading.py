@@ -1,0 +1,55 @@
+"""The device helper and the notebooks' grading guard."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dpolab
+from dpolab import get_device
+from dpolab.grading import ReferenceUsedError, random_lm_batch, run_own_code
+
+
+def test_device_override(monkeypatch):
+    monkeypatch.setenv("DPOLAB_DEVICE", "cpu")
+    assert get_device() == torch.device("cpu")
+    assert get_device("meta") == torch.device("meta")
+    monkeypatch.setenv("DPOLAB_DEVICE", "not-a-device")
+    with pytest.raises(ValueError, match="DPOLAB_DEVICE"):
+        get_device()
+
+
+def test_device_default_follows_cuda(monkeypatch):
+    monkeypatch.delenv("DPOLAB_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else get_device().type
+    assert get_device().type == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_device() == torch.device("cuda")
+
+
+def own_logps(logits, labels, mask):
+    tok = F.log_softmax(logits[:, :-1].float(), -1).gather(-1, labels[:, 1:, None]).squeeze(-1)
+    return (tok * mask[:, 1:]).sum(-1)
+
+
+def test_run_own_code_accepts_own_code_and_rejects_the_reference():
+    logits, labels, mask = random_lm_batch()
+    mine = run_own_code(own_logps, logits, labels, mask)
+    torch.testing.assert_close(mine, dpolab.sequence_logps(logits, labels, mask))
+    with pytest.raises(ReferenceUsedError, match="logprobs.py"):
+        run_own_code(dpolab.sequence_logps, logits, labels, mask)
+
+    class Subclassed(dpolab.DPOLoss):  # "implemented" by inheriting the reference
+        pass
+
+    with pytest.raises(ReferenceUsedError, match="dpo.py"):
+        run_own_code(Subclassed().compute_log_probs, logits, labels, mask)
+
+
+def test_random_lm_batch_layout():
+    logits, labels, mask = random_lm_batch(batch=3, seq_len=8, prompt_len=2, pad_right=2, dtype=torch.float16)
+    assert logits.dtype == torch.float16 and labels.dtype == torch.long
+    assert mask.tolist() == [[0, 0, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1, 0, 0]]
+    again = random_lm_batch(batch=3, seq_len=8, prompt_len=2, pad_right=2, dtype=torch.float16)
+    assert torch.equal(logits, again[0])
