@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test lint format bench
+.PHONY: lab test lint format bench release
 
 lab:
 	VENV=$(VENV) scripts/setup.sh lab
@@ -25,3 +25,7 @@ lint format:
 
 bench:
 	$(BIN)/python benchmarks/bench_logprobs.py
+
+# Course authors: re-execute solutions/ and regenerate the student release in notebooks/.
+release:
+	scripts/release.sh

@@ -53,3 +53,13 @@ def test_random_lm_batch_layout():
     assert mask.tolist() == [[0, 0, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1, 0, 0]]
     again = random_lm_batch(batch=3, seq_len=8, prompt_len=2, pad_right=2, dtype=torch.float16)
     assert torch.equal(logits, again[0])
+
+
+def test_batch_with_logps_gives_those_logps():
+    from dpolab.grading import batch_with_logps
+
+    want = torch.tensor([-0.1, -1.0, -5.0, -1e-7], dtype=torch.float64)
+    logits, labels, mask = batch_with_logps(want, dtype=torch.float64)
+    torch.testing.assert_close(dpolab.sequence_logps(logits, labels, mask), want, rtol=1e-7, atol=0)
+    with pytest.raises(ValueError, match="logps"):
+        batch_with_logps([0.0])

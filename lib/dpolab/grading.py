@@ -73,3 +73,24 @@ def random_lm_batch(
     for i in range(batch):
         mask[i, prompt_len : seq_len - (i % (pad_right + 1))] = 1
     return logits.to(device=device, dtype=dtype), labels.to(device), mask.to(device)
+
+
+def batch_with_logps(
+    logps, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(logits, labels, loss_mask)`` of one-token responses whose log-probs are ``logps``.
+
+    Each row is a prompt token (position 0) and a response token (position 1, id 1) over a
+    vocabulary of 2. ``logits[:, 0] = [0, logit(p)]`` with ``p = exp(logp)``, so that
+    ``log softmax(logits[:, 0])[1] = logp`` exactly: tests can pick the log-probs they need.
+    """
+    from .orpo import log1mexp
+
+    logps = torch.as_tensor(logps, dtype=torch.float64).reshape(-1)
+    if (logps >= 0).any():
+        raise ValueError(f"logps must be < 0, got {logps.tolist()}")
+    logits = torch.zeros(len(logps), 2, 2, dtype=torch.float64)
+    logits[:, 0, 1] = logps - log1mexp(logps)  # logit(p) = log p - log(1 - p)
+    labels = torch.tensor([[0, 1]] * len(logps))
+    loss_mask = torch.tensor([[0, 1]] * len(logps))
+    return logits.to(device=device, dtype=dtype), labels.to(device), loss_mask.to(device)

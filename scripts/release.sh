@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# For course authors: re-execute the solution notebooks (their outputs are what nbval
+# compares), then regenerate the student release in notebooks/ with nbgrader.
+#   scripts/release.sh            (or: make release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${VENV:-.venv}"
+export PATH="$PWD/$venv/bin:$PATH"  # nbgrader runs alembic from PATH
+assignment="lab_3_1_5_dpo"
+
+# Deterministic outputs: CPU, no timing metadata; then drop the saved widget state
+# (random model ids, a base64 copy of every figure) from the files.
+DPOLAB_DEVICE=cpu jupyter nbconvert --to notebook --execute --inplace \
+  --NotebookClient.record_timing=False "solutions/$assignment"/*.ipynb
+python - "solutions/$assignment"/*.ipynb <<'PY'
+import sys
+
+import nbformat
+
+for path in sys.argv[1:]:
+    nb = nbformat.read(path, as_version=4)
+    if nb.metadata.pop("widgets", None) is not None:
+        nbformat.write(nb, path)
+PY
+# A throwaway gradebook: the release does not depend on any grading state.
+db="$(mktemp -d)/gradebook.db"
+NBGRADER_DB_URL="sqlite:///$db" nbgrader generate_assignment "$assignment" --force
+rm -f "$db"
+echo "released: notebooks/$assignment"
