@@ -75,7 +75,9 @@ def plot_preference_dataset(pairs: Sequence) -> object:
     top = max(chosen_len + rejected_len + [1])
     ax_len.scatter(rejected_len, chosen_len, alpha=0.7)
     ax_len.plot([0, top], [0, top], color="grey", lw=0.8, label="same length")
-    ax_len.set(xlabel="rejected length (words)", ylabel="chosen length (words)", title="length: chosen vs rejected")
+    ax_len.set(
+        xlabel="rejected length (words)", ylabel="chosen length (words)", title="length: chosen vs rejected"
+    )
     ax_len.legend()
     for ax in (ax_gap, ax_len):
         ax.grid(alpha=0.3)
