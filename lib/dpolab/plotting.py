@@ -47,14 +47,21 @@ def plot_dpo_loss(betas: Sequence[float] = (0.1, 0.5, 1.0), label_smoothing: flo
     return fig
 
 
-def plot_losses_vs_margin(margins: torch.Tensor, curves: Mapping[str, torch.Tensor], title: str = ""):
-    """Several losses (one curve per name) against a common margin axis."""
+def plot_losses_vs_margin(
+    margins: torch.Tensor,
+    curves: Mapping[str, torch.Tensor],
+    title: str = "",
+    ylim: tuple[float, float] | None = None,
+):
+    """Several losses (one curve per name) against a common margin axis, optionally clipped to ``ylim``."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, values in curves.items():
         ax.plot(margins.cpu(), values.detach().cpu(), label=name)
     ax.set(xlabel="margin", ylabel="loss", title=title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.axvline(0, color="grey", lw=0.5)
     ax.grid(alpha=0.3)
     ax.legend()
