@@ -63,3 +63,21 @@ def test_batch_with_logps_gives_those_logps():
     torch.testing.assert_close(dpolab.sequence_logps(logits, labels, mask), want, rtol=1e-7, atol=0)
     with pytest.raises(ValueError, match="logps"):
         batch_with_logps([0.0])
+
+
+def test_with_correct_log_probs_isolates_forward():
+    from dpolab.grading import with_correct_log_probs
+
+    class Broken(dpolab.DPOLoss):
+        def compute_log_probs(self, logits, labels, loss_mask):
+            return torch.zeros(logits.shape[0])
+
+    logits, labels, mask = random_lm_batch()
+    fixed = with_correct_log_probs(Broken)
+    assert fixed.__name__ == "Broken"
+    torch.testing.assert_close(
+        fixed().compute_log_probs(logits, labels, mask), dpolab.sequence_logps(logits, labels, mask)
+    )
+    for dtype in (torch.float16, torch.float64):
+        out = fixed().compute_log_probs(logits.to(dtype), labels, mask)
+        assert out.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)

@@ -1,0 +1,559 @@
+"""The grade cells of the solution notebooks catch the mistakes students make, and only those.
+
+Mutation tests for the hidden tests, without a Jupyter kernel: each solution notebook is
+run by ``exec``-ing its first code cell (imports and set-up), its answer cells and its
+graded test cells, in order, in one fresh namespace (demos, plots and widgets are skipped).
+A *mutation* replaces one substring of one answer cell by a typical student mistake; the
+test then records which grade cells raise and compares that set with the expected one:
+
+* every mistake must be caught (the point of this module), and
+* it must be caught by the cells of its own part only, so partial credit stays where it
+  belongs (the ``forward`` parts of Exercise 1 plug in a known-good ``compute_log_probs``,
+  so a log-prob bug costs the log-prob part only).
+
+Correct rewrites written differently (other formulas, loops, other library calls) must
+make no cell fail, and importing the reference from ``dpolab`` must score nothing.
+
+A case the grade cells get wrong is marked ``xfail(strict=True)`` with the reason: fix the
+hidden test in ``solutions/`` (then the xfail turns into an error and is removed here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import textwrap
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions" / "lab_3_1_5_dpo"
+NB1, NB2, NB3 = "01_dpo_loss", "02_dpo_variants", "03_preference_data"
+
+
+@pytest.fixture(autouse=True)
+def _cpu(monkeypatch):
+    monkeypatch.setenv("DPOLAB_DEVICE", "cpu")
+
+
+# ---------------------------------------------------------------- running a notebook
+@dataclass(frozen=True)
+class Cell:
+    grade_id: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Notebook:
+    name: str
+    setup: str
+    answers: tuple[Cell, ...]  # nbgrader solution cells, in order
+    tests: tuple[Cell, ...]  # nbgrader grade cells, in order
+    order: tuple[Cell, ...]  # answers and tests interleaved as in the notebook
+
+    def answer(self, grade_id: str) -> Cell:
+        (cell,) = (c for c in self.answers if c.grade_id == grade_id)
+        return cell
+
+    @property
+    def test_ids(self) -> frozenset[str]:
+        return frozenset(c.grade_id for c in self.tests)
+
+
+@functools.cache
+def load(name: str) -> Notebook:
+    nb = nbformat.read(SOLUTIONS / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    answers, tests, order = [], [], []
+    for c in code[1:]:
+        meta = c.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            cell = Cell(meta["grade_id"], c.source)
+            answers.append(cell)
+            order.append(cell)
+        elif meta.get("grade"):
+            cell = Cell(meta["grade_id"], c.source)
+            tests.append(cell)
+            order.append(cell)
+    assert answers and tests, f"{name}: no answer or grade cells found"
+    return Notebook(name, code[0].source, tuple(answers), tuple(tests), tuple(order))
+
+
+def failing_cells(name: str, replace: dict[str, str] | None = None) -> dict[str, str]:
+    """Run notebook ``name`` with some answer cells' sources replaced; ``{grade_id: error}``."""
+    nb = load(name)
+    replace = replace or {}
+    unknown = set(replace) - {c.grade_id for c in nb.answers}
+    assert not unknown, f"{name} has no answer cells {unknown}"
+    ns: dict = {"__name__": "__main__"}
+    failures: dict[str, str] = {}
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nbgrader does not fail a cell for a warning either
+        exec(compile(nb.setup, f"<{name} setup>", "exec"), ns)
+        for cell in nb.order:
+            source = replace.get(cell.grade_id, cell.source)
+            try:
+                exec(compile(source, f"<{name} {cell.grade_id}>", "exec"), ns)
+            except Exception as err:  # any error fails the cell, as in nbgrader
+                if cell in nb.answers:  # the notebook does not even define the answer
+                    return {t: f"answer cell {cell.grade_id} raised {err!r}" for t in nb.test_ids}
+                failures[cell.grade_id] = f"{type(err).__name__}: {err}"
+    return failures
+
+
+@dataclass(frozen=True)
+class Block:
+    """The ``index``-th ``### BEGIN SOLUTION`` block of an answer cell (a whole method body)."""
+
+    index: int
+
+    def replace(self, source: str, new: str) -> str:
+        begin, end = "### BEGIN SOLUTION\n", "### END SOLUTION"
+        starts = [i for i in range(len(source)) if source.startswith(begin, i)]
+        assert self.index < len(starts), f"the cell has {len(starts)} solution blocks, not {self.index + 1}"
+        start = starts[self.index] + len(begin)
+        stop = source.rindex("\n", 0, source.index(end, start)) + 1
+        return source[:start] + new + source[stop:]
+
+
+def mutate(name: str, answer: str, *edits: tuple[str | Block, str]) -> dict[str, str]:
+    """The answer cell ``answer`` with each ``old`` (found exactly once) replaced by its ``new``."""
+    source = load(name).answer(answer).source
+    for old, new in edits:
+        if isinstance(old, Block):
+            source = old.replace(source, new)
+            continue
+        n = source.count(old)
+        assert n == 1, (
+            f"{name}/{answer}: the text to replace occurs {n} times (the notebook changed?):\n{old}"
+        )
+        source = source.replace(old, new)
+    return {answer: source}
+
+
+def body(code: str, indent: int = 8) -> str:
+    """``code`` dedented then indented by ``indent`` spaces: a method body to splice in."""
+    return textwrap.indent(textwrap.dedent(code).strip("\n"), " " * indent) + "\n"
+
+
+def report(failures: dict[str, str]) -> str:
+    return "\n".join(f"  {k}: {v[:300]}" for k, v in sorted(failures.items())) or "  (none)"
+
+
+# ---------------------------------------------------------------- baseline
+@pytest.mark.parametrize("name", [NB1, NB2, NB3])
+def test_solutions_pass_every_grade_cell(name):
+    failures = failing_cells(name)
+    assert not failures, f"{name}: the unmodified solution fails grade cells:\n{report(failures)}"
+
+
+def test_an_answer_cell_that_does_not_run_fails_its_whole_notebook():
+    failures = failing_cells(NB2, {"kto_answer": "class KTOLoss(nn.Module:\n    pass\n"})
+    assert set(failures) == load(NB2).test_ids and len(failures) == 5, report(failures)
+
+
+# ---------------------------------------------------------------- cases
+@dataclass(frozen=True)
+class Case:
+    notebook: str
+    name: str
+    answer: str  # grade_id of the answer cell that is edited
+    old: str | Block
+    new: str
+    fails: frozenset[str]  # grade cells that must fail (empty for a correct rewrite)
+    edits: tuple[tuple[str | Block, str], ...] = ()  # more (old, new) replacements in the same cell
+
+    def run(self) -> dict[str, str]:
+        return failing_cells(
+            self.notebook, mutate(self.notebook, self.answer, (self.old, self.new), *self.edits)
+        )
+
+
+def case(notebook, name, answer, old, new, fails=(), edits=(), xfail: str | None = None):
+    marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
+    c = Case(notebook, name, answer, old, new, frozenset(fails), tuple(edits))
+    return pytest.param(c, id=f"{notebook[:2]}-{name}", marks=marks)
+
+
+# notebook 01: one exercise (DPOLoss), five graded parts
+DPO = "dpo_loss_answer"
+LOGP, LOSS, LS, FREE, METRICS = (
+    "test_log_probs",
+    "test_dpo_loss",
+    "test_label_smoothing",
+    "test_reference_free",
+    "test_metrics",
+)
+LOSS_CELLS = {LOSS, LS, FREE, METRICS}  # every part that checks a loss value (metrics["loss"] too)
+# The forward() parts plug in a known-good compute_log_probs (dpolab.grading.with_correct_log_probs),
+# so a log-prob bug costs the log-prob part only.
+LOG_PROBS, FORWARD = Block(0), Block(1)
+
+SHIFT = """\
+        logits = logits[:, :-1]
+        targets = labels[:, 1:]
+        mask = loss_mask[:, 1:].bool()
+"""
+UPCAST = "logits = logits.to(torch.promote_types(logits.dtype, torch.float32))"
+SUM = "return torch.where(mask, token_logps, torch.zeros_like(token_logps)).sum(dim=-1)"
+REWARDS = """\
+        chosen_rewards = self.beta * (policy_chosen_logps - ref_chosen_logps)
+        rejected_rewards = self.beta * (policy_rejected_logps - ref_rejected_logps)
+"""
+SMOOTH = "losses = -(1 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)"
+METRIC_REWARDS = """\
+                "chosen_reward": chosen_rewards.mean(),
+                "rejected_reward": rejected_rewards.mean(),
+                "reward_margin": (chosen_rewards - rejected_rewards).mean(),
+"""
+
+# notebook 02: four exercises, one grade cell each (and one for estimate_kl)
+IPO, KL, KTO, ORPO, SIMPO = "ipo_answer", "kl_answer", "kto_answer", "orpo_answer", "simpo_answer"
+T_IPO, T_KL, T_KTO, T_ORPO, T_SIMPO = "test_ipo", "test_kl_estimate", "test_kto", "test_orpo", "test_simpo"
+KTO_TERMS = """\
+        gain = self.desirable_weight * (1 - torch.sigmoid(self.beta * (r - z0)))
+        loss = self.undesirable_weight * (1 - torch.sigmoid(self.beta * (z0 - r)))
+"""
+LOG_ODDS = """\
+            x = avg_logps.clamp(max=-torch.finfo(avg_logps.dtype).tiny)  # P < 1: finite odds
+            return x - log1mexp(x)
+"""
+AVERAGES = """\
+        chosen_avg = chosen_tok.sum(-1) / chosen_m.sum(-1).clamp(min=1)
+        rejected_avg = rejected_tok.sum(-1) / rejected_m.sum(-1).clamp(min=1)
+"""
+SFT = "sft_loss = -chosen_tok.sum() / chosen_m.sum().clamp(min=1)"
+
+# notebook 03: PreferencePair (1 cell) and the generator (4 cells)
+PAIR, GEN = "pair_answer", "generator_answer"
+T_PAIR, T_SCORERS = "test_pair", "test_scorers"
+SCORED, SINGLE, VALIDATE = "test_scored_pairs", "test_single_responses", "test_validate_export"
+QUALITY, FROM_SCORED, VALIDATE_PAIRS = Block(2), Block(3), Block(5)
+KEY_CHECK = """\
+            for key in (prompt_key, response_key, score_key):
+                if key not in record:
+                    raise ValueError(f"record {index} has no {key!r} key")
+            by_prompt.setdefault(record[prompt_key], []).append(record)
+"""
+RNG = "self.rng = random.Random(seed)  # private: the same seed gives the same data set"
+UNKNOWN = 'raise ValueError(f"unknown rejection_strategy {rejection_strategy!r}: use one of {STRATEGIES}")'
+LENGTHS = "len(p.chosen) >= 10 and len(p.rejected) >= 10"
+
+# ---------------------------------------------------------------- mistakes
+MISTAKES = [
+    # ---- 01 DPOLoss.compute_log_probs
+    case(NB1, "no-shift", DPO, SHIFT, "        targets = labels\n        mask = loss_mask.bool()\n", {LOGP}),
+    case(NB1, "labels-not-shifted", DPO, "targets = labels[:, 1:]", "targets = labels[:, :-1]", {LOGP}),
+    case(NB1, "mask-shifted-wrong-way", DPO, "mask = loss_mask[:, 1:].bool()", "mask = loss_mask[:, :-1].bool()", {LOGP}),
+    case(NB1, "mask-ignored", DPO, SUM, "return token_logps.sum(dim=-1)", {LOGP}),
+    case(NB1, "mean-over-tokens", DPO, SUM, SUM + " / mask.sum(dim=-1).clamp(min=1)", {LOGP}),
+    case(NB1, "log-of-softmax", DPO, "F.log_softmax(logits, dim=-1)", "torch.log(torch.softmax(logits, dim=-1))", {LOGP}),
+    case(NB1, "no-upcast", DPO, UPCAST, "logits = logits.to(logits.dtype)", {LOGP}),
+    case(NB1, "half-precision-math-cast-at-the-end", DPO, UPCAST, "pass", {LOGP}, edits=[(SUM, SUM + ".float()")]),
+    # ---- 01 DPOLoss.forward
+    case(NB1, "margin-sign-flipped", DPO, "logits = chosen_rewards - rejected_rewards", "logits = rejected_rewards - chosen_rewards", LOSS_CELLS),
+    case(NB1, "beta-missing", DPO, REWARDS, REWARDS.replace("self.beta * ", ""), LOSS_CELLS),
+    case(NB1, "beta-missing-in-loss-only", DPO, SMOOTH, SMOOTH.replace("logits)", "logits / self.beta)"), LOSS_CELLS),
+    case(NB1, "smoothing-weights-swapped", DPO, SMOOTH, "losses = -eps * F.logsigmoid(logits) - (1 - eps) * F.logsigmoid(-logits)", LOSS_CELLS),
+    case(NB1, "smoothing-ignored", DPO, "eps = self.label_smoothing", "eps = 0.0", {LS}),
+    case(NB1, "reference-free-ignored", DPO, "if self.reference_free or reference_chosen_logits is None:", "if reference_chosen_logits is None:", {FREE}),
+    case(NB1, "gradient-reaches-reference", DPO, "with torch.no_grad():  # the reference model is frozen", "if True:", {LOSS}),
+    case(NB1, "batch-sum", DPO, "loss = losses.mean()", "loss = losses.sum()", LOSS_CELLS),
+    case(NB1, "accuracy-counts-ties", DPO, "(chosen_rewards > rejected_rewards)", "(chosen_rewards >= rejected_rewards)", {METRICS}),
+    case(NB1, "metrics-not-detached", DPO, "        with torch.no_grad():\n            metrics = {", "        if True:\n            metrics = {", {METRICS}),
+    case(NB1, "metric-rewards-without-beta", DPO, METRIC_REWARDS, METRIC_REWARDS.replace(".mean()", ".mean() / self.beta"), {METRICS}),
+    # ---- 02 IPO
+    case(NB2, "ipo-target-1-over-beta", IPO, "1 / (2 * self.beta)", "1 / self.beta", {T_IPO}),
+    case(NB2, "ipo-margin-sign", IPO, "margin = chosen_log_ratio - rejected_log_ratio", "margin = rejected_log_ratio - chosen_log_ratio", {T_IPO}),
+    case(NB2, "ipo-batch-sum", IPO, "** 2).mean()", "** 2).sum()", {T_IPO}),
+    # ---- 02 estimate_kl
+    case(NB2, "kl-not-clamped", KL, ".mean().clamp(min=0).detach()", ".mean().detach()", {T_KL}),
+    case(NB2, "kl-not-detached", KL, ".mean().clamp(min=0).detach()", ".mean().clamp(min=0)", {T_KL}),
+    # ---- 02 KTO
+    case(NB2, "kto-draft-logsigmoid", KTO, KTO_TERMS, body("""
+        gain = self.desirable_weight * -F.logsigmoid(self.beta * r - z0)
+        loss = self.undesirable_weight * -F.logsigmoid(z0 - self.beta * r)
+    """), {T_KTO}),
+    case(NB2, "kto-z0-not-clamped", KTO, ".detach().clamp(min=0)", ".detach()", {T_KTO}),
+    case(NB2, "kto-z0-not-detached", KTO, ".detach().clamp(min=0)", ".clamp(min=0)", {T_KTO}),
+    case(NB2, "kto-mean-per-group", KTO, "return torch.where(desirable, gain, loss).mean()", "return (gain[desirable].mean() + loss[~desirable].mean()) / 2", {T_KTO}),
+    case(NB2, "kto-weights-swapped", KTO, KTO_TERMS, body("""
+        gain = self.undesirable_weight * (1 - torch.sigmoid(self.beta * (r - z0)))
+        loss = self.desirable_weight * (1 - torch.sigmoid(self.beta * (z0 - r)))
+    """), {T_KTO}),
+    case(NB2, "kto-labels-not-made-bool", KTO, "device=r.device).bool()", "device=r.device)", {T_KTO}),
+    # ---- 02 ORPO
+    case(NB2, "orpo-summed-logps", ORPO, AVERAGES, "        chosen_avg = chosen_tok.sum(-1)\n        rejected_avg = rejected_tok.sum(-1)\n", {T_ORPO}),
+    case(NB2, "orpo-naive-odds-draft-clamp", ORPO, LOG_ODDS, body("""
+        x = avg_logps.clamp(max=-1e-6)
+        return x - torch.log1p(-torch.exp(x))
+    """, 12), {T_ORPO}),
+    case(NB2, "orpo-naive-odds-no-clamp", ORPO, LOG_ODDS, body("return avg_logps - torch.log1p(-torch.exp(avg_logps))", 12), {T_ORPO}),
+    case(NB2, "orpo-sft-mean-of-sequence-means", ORPO, SFT, "sft_loss = -chosen_avg.mean()", {T_ORPO}),
+    case(NB2, "orpo-no-upcast", ORPO, "logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))", "logits[:, :-1]", {T_ORPO}),
+    case(NB2, "orpo-metrics-not-detached", ORPO, '"sft_loss": sft_loss.detach(),', '"sft_loss": sft_loss,', {T_ORPO}),
+    case(NB2, "orpo-accuracy-counts-ties", ORPO, "(log_odds_ratio > 0)", "(log_odds_ratio >= 0)", {T_ORPO}),
+    # ---- 02 SimPO
+    case(NB2, "simpo-gamma-inside-beta", SIMPO, "self.beta * margin - self.gamma", "self.beta * (margin - self.gamma)", {T_SIMPO}),
+    case(NB2, "simpo-gamma-sign", SIMPO, "self.beta * margin - self.gamma", "self.beta * margin + self.gamma", {T_SIMPO}),
+    case(NB2, "simpo-log-of-sigmoid", SIMPO, "-F.logsigmoid(self.beta * margin - self.gamma)", "-torch.log(torch.sigmoid(self.beta * margin - self.gamma))", {T_SIMPO}),
+    # ---- 03 PreferencePair, PreferenceDatasetGenerator
+    case(NB3, "to-dict-metadata-none", PAIR, '"metadata": self.metadata or {},', '"metadata": self.metadata,', {T_PAIR}),
+    case(NB3, "quality-score-sum", GEN, ") / len(self.quality_scorers)", ")", {T_SCORERS}),
+    case(NB3, "pairs-adjacent", GEN, "best, worst = ranked[i], ranked[-(i + 1)]", "best, worst = ranked[i], ranked[i + 1]", {SCORED}),
+    case(NB3, "pairs-best-with-worst-only", GEN, "for i in range(len(ranked) // 2):", "for i in range(min(1, len(ranked) // 2)):", {SCORED}),
+    case(NB3, "threshold-strict", GEN, ">= self.min_score_diff", "> self.min_score_diff", {SCORED}),
+    case(NB3, "missing-score-is-0", GEN, KEY_CHECK, body("""
+            for key in (prompt_key, response_key):
+                if key not in record:
+                    raise ValueError(f"record {index} has no {key!r} key")
+            record = {**record, score_key: record.get(score_key, 0)}
+            by_prompt.setdefault(record[prompt_key], []).append(record)
+    """, 12), {SCORED}),
+    case(NB3, "global-random-unseeded", GEN, RNG, "self.rng = random", {SINGLE}),
+    case(NB3, "global-random-seeded-in-init", GEN, RNG, "random.seed(seed)\n        self.rng = random", {SINGLE}),
+    case(NB3, "truncate-half", GEN, "len(words) // 3", "len(words) // 2", {SINGLE}),
+    case(NB3, "unknown-strategy-refuses", GEN, UNKNOWN, 'rejection_strategy = "refuse"', {SINGLE}),
+    case(NB3, "validate-strict-length", GEN, LENGTHS, LENGTHS.replace(">=", ">"), {VALIDATE}),
+    case(NB3, "validate-no-strip", GEN, "p.chosen.strip() != p.rejected.strip()", "p.chosen != p.rejected", {VALIDATE}),
+    case(NB3, "validate-chosen-length-only", GEN, LENGTHS, "len(p.chosen) >= 10", {VALIDATE}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_mistake_is_caught_by_its_own_cells(mistake: Case):
+    failures = mistake.run()
+    assert set(failures) == mistake.fails, (
+        f"{mistake.notebook}, {mistake.name}: expected exactly {sorted(mistake.fails)} to fail, got:\n"
+        f"{report(failures)}"
+    )
+
+
+# ---------------------------------------------------------------- correct alternatives
+ALTERNATIVES = [
+    # ---- 01 compute_log_probs, whole body rewritten
+    case(NB1, "logps-cross-entropy", DPO, LOG_PROBS, body("""
+        shifted = logits[:, :-1]
+        if shifted.dtype in (torch.float16, torch.bfloat16):
+            shifted = shifted.float()
+        token_logps = -F.cross_entropy(shifted.transpose(1, 2), labels[:, 1:], reduction="none")
+        return (token_logps * loss_mask[:, 1:]).sum(-1)
+    """)),
+    case(NB1, "logps-logsumexp", DPO, LOG_PROBS, body("""
+        x = logits[:, :-1]
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
+        picked = x.gather(-1, labels[:, 1:].unsqueeze(-1)).squeeze(-1)
+        token_logps = picked - torch.logsumexp(x, dim=-1)
+        return (token_logps * loss_mask[:, 1:].to(token_logps.dtype)).sum(dim=-1)
+    """)),
+    case(NB1, "logps-torch-log-softmax-masked-fill", DPO, LOG_PROBS, body("""
+        logps = torch.log_softmax(logits.float() if logits.element_size() < 4 else logits, dim=-1)
+        logps = logps[:, :-1].gather(2, labels[:, 1:, None])[..., 0]
+        return logps.masked_fill(loss_mask[:, 1:] == 0, 0.0).sum(1)
+    """)),
+    case(NB1, "logps-python-loop", DPO, LOG_PROBS, body("""
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        out = []
+        for b in range(logits.shape[0]):
+            total = torch.zeros((), dtype=dtype, device=logits.device)
+            for t in range(1, logits.shape[1]):
+                if loss_mask[b, t]:
+                    total = total + torch.log_softmax(logits[b, t - 1].to(dtype), dim=-1)[labels[b, t]]
+            out.append(total)
+        return torch.stack(out)
+    """)),
+    # ---- 01 forward
+    case(NB1, "loss-softplus", DPO, SMOOTH, "losses = (1 - eps) * F.softplus(-logits) + eps * F.softplus(logits)"),
+    case(NB1, "loss-bce-soft-targets", DPO, SMOOTH,
+         "losses = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 1 - eps), reduction='none')"),
+    case(NB1, "smoothing-torch-where", DPO, SMOOTH, body("""
+        losses = torch.where(
+            torch.full_like(logits, eps) > 0,
+            -(1 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits),
+            -F.logsigmoid(logits),
+        )
+    """).strip()),
+    case(NB1, "forward-trl-style-detach", DPO, FORWARD, body("""
+        policy_chosen = self.compute_log_probs(policy_chosen_logits, chosen_labels, chosen_mask)
+        policy_rejected = self.compute_log_probs(policy_rejected_logits, rejected_labels, rejected_mask)
+        if self.reference_free or reference_chosen_logits is None:
+            ref_chosen = ref_rejected = 0.0
+        else:  # detach() instead of torch.no_grad(): the reference is a constant either way
+            ref_chosen = self.compute_log_probs(reference_chosen_logits, chosen_labels, chosen_mask).detach()
+            ref_rejected = self.compute_log_probs(reference_rejected_logits, rejected_labels, rejected_mask).detach()
+        pi_logratios = policy_chosen - policy_rejected
+        ref_logratios = ref_chosen - ref_rejected
+        logits = self.beta * (pi_logratios - ref_logratios)
+        eps = self.label_smoothing
+        loss = (-(1 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)).mean()
+        chosen_rewards = self.beta * (policy_chosen - ref_chosen)
+        rejected_rewards = self.beta * (policy_rejected - ref_rejected)
+        metrics = {
+            "loss": loss,
+            "accuracy": (logits > 0).float().mean(),
+            "chosen_reward": chosen_rewards.mean(),
+            "rejected_reward": rejected_rewards.mean(),
+            "reward_margin": (chosen_rewards - rejected_rewards).mean(),
+            "chosen_log_prob": policy_chosen.mean(),
+            "rejected_log_prob": policy_rejected.mean(),
+        }
+        return loss, {name: value.detach() for name, value in metrics.items()}
+    """)),
+    # ---- 02
+    case(NB2, "ipo-mse-loss", IPO, Block(0), body("""
+        margin = chosen_log_ratio - rejected_log_ratio
+        if margin.dtype in (torch.float16, torch.bfloat16):
+            margin = margin.float()
+        return F.mse_loss(margin, torch.full_like(margin, 1 / (2 * self.beta)))
+    """)),
+    case(NB2, "kl-no-grad-relu", KL, Block(0), body("""
+        with torch.no_grad():
+            return torch.relu(policy_kl_logps.mean() - ref_kl_logps.mean())
+    """, 4)),
+    case(NB2, "kto-python-loop", KTO, Block(0), body("""
+        z0 = max(float(kl_estimate), 0.0)  # float(): detached; max: clamped
+        terms = []
+        for r_i, d_i in zip(log_ratios, is_desirable):
+            r_i = r_i.to(torch.promote_types(r_i.dtype, torch.float32))
+            if bool(d_i):
+                terms.append(self.desirable_weight * (1 - torch.sigmoid(self.beta * (r_i - z0))))
+            else:
+                terms.append(self.undesirable_weight * (1 - torch.sigmoid(self.beta * (z0 - r_i))))
+        return torch.stack(terms).mean()
+    """)),
+    case(NB2, "kto-arithmetic-mask", KTO, Block(0), body("""
+        r = log_ratios.to(torch.promote_types(log_ratios.dtype, torch.float32))
+        d = torch.as_tensor(is_desirable, device=r.device).to(r.dtype)
+        z0 = torch.clamp(torch.as_tensor(kl_estimate, device=r.device).detach().to(r.dtype), min=0.0)
+        v_desirable = self.desirable_weight * torch.sigmoid(self.beta * (r - z0))
+        v_undesirable = self.undesirable_weight * torch.sigmoid(self.beta * (z0 - r))
+        weight = d * self.desirable_weight + (1 - d) * self.undesirable_weight
+        return (weight - d * v_desirable - (1 - d) * v_undesirable).mean()
+    """)),
+    case(NB2, "orpo-log-odds-expm1-only", ORPO, LOG_ODDS, body("""
+        x = avg_logps.clamp(max=-torch.finfo(avg_logps.dtype).tiny)
+        return x - torch.log(-torch.expm1(x))
+    """, 12)),
+    case(NB2, "orpo-sft-cross-entropy-ignore-index", ORPO, SFT, body("""
+        sft_targets = chosen_labels[:, 1:].masked_fill(~chosen_m, -100)
+        sft_logits = chosen_logits[:, :-1].to(torch.promote_types(chosen_logits.dtype, torch.float32))
+        sft_loss = F.cross_entropy(sft_logits.transpose(1, 2), sft_targets, ignore_index=-100)
+    """).strip(), edits=[("orpo_loss = -F.logsigmoid(log_odds_ratio).mean()", "orpo_loss = F.softplus(-log_odds_ratio).mean()")]),
+    case(NB2, "simpo-inline", SIMPO, Block(0),
+         body("return -F.logsigmoid(self.beta * (chosen_avg_log_probs - rejected_avg_log_probs) - self.gamma).mean()")),
+    case(NB2, "simpo-softplus", SIMPO, Block(0),
+         body("return F.softplus(self.gamma - self.beta * (chosen_avg_log_probs - rejected_avg_log_probs)).mean()")),
+    # ---- 03
+    case(NB3, "to-dict-asdict", PAIR, Block(0), body("""
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d["metadata"] = {} if d["metadata"] is None else d["metadata"]
+        return d
+    """)),
+    case(NB3, "quality-score-fmean", GEN, QUALITY, body("""
+        import statistics
+
+        return statistics.fmean(s(prompt, response) for s in self.quality_scorers) if self.quality_scorers else 0.0
+    """)),
+    case(NB3, "scored-pairs-itertools-groupby", GEN, FROM_SCORED, body("""
+        import itertools
+
+        for index, record in enumerate(data):
+            for key in (prompt_key, response_key, score_key):
+                if key not in record:
+                    raise ValueError(f"record {index} has no {key!r} key")
+        ordered = sorted(data, key=lambda rec: (rec[prompt_key], -rec[score_key]))
+        pairs = []
+        for prompt, group in itertools.groupby(ordered, key=lambda rec: rec[prompt_key]):
+            ranked = list(group)
+            half = len(ranked) // 2
+            for best, worst in zip(ranked[:half], ranked[::-1][:half]):
+                if best[score_key] - worst[score_key] >= self.min_score_diff:
+                    pairs.append(
+                        PreferencePair(
+                            prompt, best[response_key], worst[response_key], best[score_key], worst[score_key]
+                        )
+                    )
+        return pairs
+    """)),
+    case(NB3, "scored-pairs-two-pointers", GEN, FROM_SCORED, body("""
+        from collections import defaultdict
+
+        groups = defaultdict(list)
+        for index, record in enumerate(data):
+            missing = [k for k in (prompt_key, response_key, score_key) if k not in record]
+            if missing:
+                raise ValueError(f"record {index}: missing key {missing[0]!r}")
+            groups[record[prompt_key]].append((record[score_key], record[response_key]))
+        pairs = []
+        for prompt, items in groups.items():
+            items.sort(key=lambda item: item[0], reverse=True)
+            lo, hi = 0, len(items) - 1
+            while lo < hi:
+                (s_best, best), (s_worst, worst) = items[lo], items[hi]
+                if s_best - s_worst >= self.min_score_diff:
+                    pairs.append(PreferencePair(prompt, best, worst, chosen_score=s_best, rejected_score=s_worst))
+                lo, hi = lo + 1, hi - 1
+        return pairs
+    """)),
+    case(NB3, "truncate-or-first-word", GEN, "words[: max(1, len(words) // 3)]", "(words[: len(words) // 3] or words[:1])"),
+    case(NB3, "validate-loop", GEN, VALIDATE_PAIRS, body("""
+        kept = []
+        for pair in pairs:
+            if min(len(pair.chosen), len(pair.rejected)) < 10:
+                continue
+            if pair.chosen.strip() == pair.rejected.strip():
+                continue
+            kept.append(pair)
+        return kept
+    """)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("alternative", ALTERNATIVES)
+def test_correct_alternative_passes_every_cell(alternative: Case):
+    failures = alternative.run()
+    assert not failures, (
+        f"{alternative.notebook}, {alternative.name}: a correct rewrite fails:\n{report(failures)}"
+    )
+
+
+# ---------------------------------------------------------------- importing the reference
+CHEATS = [
+    pytest.param(NB1, DPO, "from dpolab import DPOLoss", {LOGP} | LOSS_CELLS, id="01-import-DPOLoss"),
+    pytest.param(NB1, DPO, "import dpolab\n\n\nclass DPOLoss(dpolab.DPOLoss):\n    pass\n", {LOGP} | LOSS_CELLS, id="01-subclass-DPOLoss"),
+    pytest.param(NB2, KTO, "from dpolab import KTOLoss", {T_KTO}, id="02-import-KTOLoss"),
+    pytest.param(NB2, KL, "from dpolab import estimate_kl", {T_KL}, id="02-import-estimate_kl"),
+    pytest.param(NB2, IPO, "from dpolab import IPOLoss", {T_IPO}, id="02-import-IPOLoss"),
+    pytest.param(NB2, ORPO, "from dpolab import ORPOLoss", {T_ORPO}, id="02-import-ORPOLoss"),
+    pytest.param(NB2, SIMPO, "from dpolab import SimPOLoss", {T_SIMPO}, id="02-import-SimPOLoss"),
+    pytest.param(NB3, PAIR, "from dpolab import PreferencePair", {T_PAIR}, id="03-import-PreferencePair"),
+    pytest.param(NB3, GEN, "from dpolab import PreferenceDatasetGenerator", {T_SCORERS, SCORED, SINGLE, VALIDATE},
+                 id="03-import-PreferenceDatasetGenerator"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "answer", "source", "fails"), CHEATS)
+def test_importing_the_reference_scores_nothing(name, answer, source, fails):
+    failures = failing_cells(name, {answer: source})
+    assert set(failures) == set(fails), f"{name}: {source!r} instead of {answer}:\n{report(failures)}"
+
+
+def test_forward_delegating_to_the_reference_keeps_only_the_log_prob_point():
+    delegate = body("""
+        import dpolab
+
+        return dpolab.DPOLoss(self.beta, self.label_smoothing, self.reference_free)(
+            policy_chosen_logits, policy_rejected_logits, chosen_labels, rejected_labels, chosen_mask,
+            rejected_mask, reference_chosen_logits, reference_rejected_logits,
+        )
+    """)  # fmt: skip
+    failures = failing_cells(NB1, mutate(NB1, DPO, (FORWARD, delegate)))
+    assert set(failures) == LOSS_CELLS, report(failures)
+    assert all("dpolab's reference" in v for v in failures.values()), report(failures)
