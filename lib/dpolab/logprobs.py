@@ -35,7 +35,7 @@ class _SelectedLogSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, index: torch.Tensor, chunk_rows: int):
-        out_dtype = upcast(logits[:0]).dtype
+        out_dtype = torch.promote_types(logits.dtype, torch.float32)  # >= float32
         logps = torch.empty(logits.shape[0], dtype=out_dtype, device=logits.device)
         lse = torch.empty_like(logps)
         for start in range(0, logits.shape[0], chunk_rows):
