@@ -37,6 +37,8 @@ def dpo_loss(
     Reference log-probs are treated as constants (detached); they are 0 when
     ``reference_free`` is set or when they are not given.
     """
+    # The policy first (before zeros_like below, so a non-tensor gets a clear ValueError),
+    # then the reference against it.
     check_per_example(
         ("policy_chosen_logps", policy_chosen_logps),
         ("policy_rejected_logps", policy_rejected_logps),
