@@ -211,6 +211,8 @@ METRIC_REWARDS = """\
                 "rejected_reward": rejected_rewards.mean(),
                 "reward_margin": (chosen_rewards - rejected_rewards).mean(),
 """
+LOGIT_LINE = "logits = chosen_rewards - rejected_rewards  # beta * h"
+CHOSEN_LOGP_METRIC = '"chosen_log_prob": policy_chosen_logps.mean(),'
 
 # notebook 02: four exercises, one grade cell each (and one for estimate_kl)
 IPO, KL, KTO, ORPO, SIMPO = "ipo_answer", "kl_answer", "kto_answer", "orpo_answer", "simpo_answer"
@@ -228,6 +230,9 @@ AVERAGES = """\
         rejected_avg = rejected_tok.sum(-1) / rejected_m.sum(-1).clamp(min=1)
 """
 SFT = "sft_loss = -chosen_tok.sum() / chosen_m.sum().clamp(min=1)"
+IPO_UPCAST = "margin = margin.to(torch.promote_types(margin.dtype, torch.float32))  # at least float32"
+KTO_UPCAST = "r = log_ratios.to(torch.promote_types(log_ratios.dtype, torch.float32))  # at least float32"
+SIMPO_LOSS = "-F.logsigmoid(self.beta * margin - self.gamma).mean()"
 
 # notebook 03: PreferencePair (1 cell) and the generator (4 cells)
 PAIR, GEN = "pair_answer", "generator_answer"
@@ -243,6 +248,15 @@ KEY_CHECK = """\
 RNG = "self.rng = random.Random(seed)  # private: the same seed gives the same data set"
 UNKNOWN = 'raise ValueError(f"unknown rejection_strategy {rejection_strategy!r}: use one of {STRATEGIES}")'
 LENGTHS = "len(p.chosen) >= 10 and len(p.rejected) >= 10"
+PERTURB = """\
+                    out.append(word)
+                    if i % 5 == 0 and self.rng.random() > 0.5:
+                        out.append(self.rng.choice(FILLERS))
+"""
+REFUSE = """\
+            else:  # refuse
+                rejected = REFUSAL
+"""
 
 # ---------------------------------------------------------------- mistakes
 MISTAKES = [
@@ -322,6 +336,95 @@ MISTAKES = [
     case(NB3, "validate-strict-length", GEN, LENGTHS, LENGTHS.replace(">=", ">"), {VALIDATE}),
     case(NB3, "validate-no-strip", GEN, "p.chosen.strip() != p.rejected.strip()", "p.chosen != p.rejected", {VALIDATE}),
     case(NB3, "validate-chosen-length-only", GEN, LENGTHS, "len(p.chosen) >= 10", {VALIDATE}),
+    # ---------------- round 2: every promise of the specs (tests/promises/*.md)
+    # ---- 01 compute_log_probs
+    case(NB1, "logps-keepdim", DPO, SUM, SUM.replace("sum(dim=-1)", "sum(dim=-1, keepdim=True)"), {LOGP}),
+    case(NB1, "logps-empty-row-nan", DPO, SUM, "n = mask.sum(dim=-1)\n        return (token_logps * mask).sum(dim=-1) / n * n", {LOGP}),
+    case(NB1, "logps-detached", DPO, SUM, SUM + ".detach()", {LOGP}),
+    # ---- 01 forward
+    case(NB1, "forward-returns-metrics-first", DPO, "        return loss, metrics\n", "        return metrics, loss\n", LOSS_CELLS),
+    case(NB1, "loss-log-of-sigmoid", DPO, SMOOTH, "losses = -(1 - eps) * torch.log(torch.sigmoid(logits)) - eps * torch.log(torch.sigmoid(-logits))", {LOSS, LS}),
+    case(NB1, "loss-logits-clamped", DPO, LOGIT_LINE, "logits = (chosen_rewards - rejected_rewards).clamp(-50, 50)", {LOSS, LS}),
+    case(NB1, "smoothing-term-log-of-sigmoid", DPO, SMOOTH, body("""
+        losses = -(1 - eps) * F.logsigmoid(logits)
+        if eps > 0:
+            losses = losses - eps * torch.log(torch.sigmoid(-logits))
+    """).strip(), {LS}),
+    case(NB1, "smoothing-term-detached", DPO, SMOOTH, "losses = -(1 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits).detach()", {LS}),
+    case(NB1, "no-reference-logits-crash", DPO, "if self.reference_free or reference_chosen_logits is None:", "if self.reference_free:", {FREE}),
+    case(NB1, "metric-keys-renamed", DPO, CHOSEN_LOGP_METRIC, '"chosen_logp": policy_chosen_logps.mean(),', {METRICS}),
+    case(NB1, "metric-log-prob-is-log-ratio", DPO, CHOSEN_LOGP_METRIC, '"chosen_log_prob": (policy_chosen_logps - ref_chosen_logps).mean(),', {METRICS}),
+    case(NB1, "metric-loss-ignores-smoothing", DPO, '"loss": loss.detach(),', '"loss": -F.logsigmoid(logits).mean(),', {METRICS}),
+    case(NB1, "metric-accuracy-from-loss", DPO, "(chosen_rewards > rejected_rewards).float().mean()", "(losses < math.log(2)).float().mean()", {METRICS}),
+    # ---- 02 IPO
+    case(NB2, "ipo-rejected-detached", IPO, "margin = chosen_log_ratio - rejected_log_ratio", "margin = chosen_log_ratio - rejected_log_ratio.detach()", {T_IPO}),
+    case(NB2, "ipo-no-upcast", IPO, IPO_UPCAST, "pass", {T_IPO}),
+    # ---- 02 estimate_kl
+    case(NB2, "kl-clamped-per-example", KL, "(policy_kl_logps - ref_kl_logps).mean().clamp(min=0)", "(policy_kl_logps - ref_kl_logps).clamp(min=0).mean()", {T_KL}),
+    case(NB2, "kl-sum", KL, ".mean().clamp(min=0).detach()", ".sum().clamp(min=0).detach()", {T_KL}),
+    # ---- 02 KTO
+    case(NB2, "kto-naive-sigmoid", KTO, KTO_TERMS, body("""
+        def sigmoid(x):
+            return torch.exp(x) / (1 + torch.exp(x))
+
+        gain = self.desirable_weight * (1 - sigmoid(self.beta * (r - z0)))
+        loss = self.undesirable_weight * (1 - sigmoid(self.beta * (z0 - r)))
+    """), {T_KTO}),
+    case(NB2, "kto-no-upcast", KTO, KTO_UPCAST, "r = log_ratios", {T_KTO}),
+    # ---- 02 ORPO
+    case(NB2, "orpo-average-no-guard", ORPO, AVERAGES, AVERAGES.replace(".clamp(min=1)", ""), {T_ORPO}),
+    case(NB2, "orpo-log-of-sigmoid", ORPO, "orpo_loss = -F.logsigmoid(log_odds_ratio).mean()", "orpo_loss = -torch.log(torch.sigmoid(log_odds_ratio)).mean()", {T_ORPO}),
+    case(NB2, "orpo-log-odds-via-expm1-of-minus-x", ORPO, LOG_ODDS, body("""
+        x = avg_logps.clamp(max=-torch.finfo(avg_logps.dtype).tiny)
+        return -torch.log(torch.expm1(-x))
+    """, 12), {T_ORPO}),
+    case(NB2, "orpo-clamp-at-zero", ORPO, "avg_logps.clamp(max=-torch.finfo(avg_logps.dtype).tiny)", "avg_logps.clamp(max=0.0)", {T_ORPO}),
+    case(NB2, "orpo-rejected-detached", ORPO, "rejected_avg = rejected_tok.sum(-1) / rejected_m.sum(-1).clamp(min=1)",
+         "rejected_avg = (rejected_tok.sum(-1) / rejected_m.sum(-1).clamp(min=1)).detach()", {T_ORPO}),
+    case(NB2, "orpo-metric-total-without-lambda", ORPO, '"total_loss": total_loss.detach(),', '"total_loss": (sft_loss + orpo_loss).detach(),', {T_ORPO}),
+    # ---- 02 SimPO
+    case(NB2, "simpo-rejected-detached", SIMPO, "margin = chosen_avg_log_probs - rejected_avg_log_probs", "margin = chosen_avg_log_probs - rejected_avg_log_probs.detach()", {T_SIMPO}),
+    case(NB2, "simpo-logits-clamped", SIMPO, SIMPO_LOSS, "-F.logsigmoid((self.beta * margin - self.gamma).clamp(-50, 50)).mean()", {T_SIMPO}),
+    case(NB2, "simpo-no-upcast", SIMPO, "margin = margin.to(torch.promote_types(margin.dtype, torch.float32))  # at least float32", "pass", {T_SIMPO}),
+    case(NB2, "simpo-batch-sum", SIMPO, SIMPO_LOSS, SIMPO_LOSS.replace(".mean()", ".sum()"), {T_SIMPO}),
+    # ---- 03 PreferencePair, PreferenceDatasetGenerator
+    case(NB3, "to-dict-missing-scores", PAIR, '"chosen_score": self.chosen_score,', "", {T_PAIR}),
+    case(NB3, "add-scorer-replaces", GEN, "self.quality_scorers.append(scorer)", "self.quality_scorers = [scorer]", {T_SCORERS}),
+    case(NB3, "scorer-arguments-swapped", GEN, "scorer(prompt, response) for scorer", "scorer(response, prompt) for scorer", {T_SCORERS}),
+    case(NB3, "quality-score-no-guard", GEN, "        if not self.quality_scorers:\n            return 0.0\n", "", {T_SCORERS}),
+    case(NB3, "pairs-prompts-sorted", GEN, "for prompt, records in by_prompt.items():", "for prompt, records in sorted(by_prompt.items()):", {SCORED}),
+    case(NB3, "pairs-closest-first", GEN, "for i in range(len(ranked) // 2):", "for i in reversed(range(len(ranked) // 2)):", {SCORED}),
+    case(NB3, "pairs-scores-swapped", GEN, "chosen_score=best[score_key],", "chosen_score=worst[score_key],", {SCORED},
+         edits=[("rejected_score=worst[score_key],", "rejected_score=best[score_key],")]),
+    case(NB3, "rng-restarted-every-call", GEN, RNG, "self.seed = seed\n        self.rng = random.Random(seed)", {SINGLE},
+         edits=[("        if rejection_strategy not in STRATEGIES:\n",
+                 "        self.rng = random.Random(self.seed)\n        if rejection_strategy not in STRATEGIES:\n")]),
+    case(NB3, "seed-ignored", GEN, RNG, "self.rng = random.Random()", {SINGLE}),
+    case(NB3, "shuffle-global-random", GEN, "self.rng.shuffle(shuffled)", "random.shuffle(shuffled)", {SINGLE}),
+    case(NB3, "perturb-filler-before-word", GEN, PERTURB, body("""
+        if i % 5 == 0 and self.rng.random() > 0.5:
+            out.append(self.rng.choice(FILLERS))
+        out.append(word)
+    """, 20), {SINGLE}),
+    case(NB3, "perturb-after-any-word", GEN, "if i % 5 == 0 and self.rng.random() > 0.5:", "if self.rng.random() > 0.5:", {SINGLE}),
+    case(NB3, "perturb-without-coin-flip", GEN, "if i % 5 == 0 and self.rng.random() > 0.5:", "if i % 5 == 0:", {SINGLE}),
+    case(NB3, "truncate-rounds-up", GEN, "words[: max(1, len(words) // 3)]", "words[: max(1, -(-len(words) // 3))]", {SINGLE}),
+    case(NB3, "unknown-strategy-checked-per-record", GEN, UNKNOWN, "pass", {SINGLE}, edits=[(REFUSE, body("""
+        elif rejection_strategy == "refuse":
+            rejected = REFUSAL
+        else:
+            raise ValueError(f"unknown rejection_strategy {rejection_strategy!r}")
+    """, 12))]),
+    case(NB3, "single-prompt-key-unchecked", GEN, "for key in (prompt_key, response_key):", "for key in (response_key,):", {SINGLE}),
+    case(NB3, "single-response-key-ignored", GEN, "chosen = record[response_key]", 'chosen = record["response"]', {SINGLE}),
+    case(NB3, "single-records-reversed", GEN, "        for index, record in enumerate(data):\n            for key in (prompt_key, response_key):",
+         "        for index, record in reversed(list(enumerate(data))):\n            for key in (prompt_key, response_key):", {SINGLE}),
+    case(NB3, "refuse-empty", GEN, REFUSE, body("""
+        else:  # refuse
+            rejected = ""
+    """, 12), {SINGLE}),
+    case(NB3, "export-every-field", GEN, '[{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]',
+         "[p.to_dict() for p in pairs]", {VALIDATE}),
 ]  # fmt: skip
 
 
@@ -444,10 +547,14 @@ ALTERNATIVES = [
         sft_logits = chosen_logits[:, :-1].to(torch.promote_types(chosen_logits.dtype, torch.float32))
         sft_loss = F.cross_entropy(sft_logits.transpose(1, 2), sft_targets, ignore_index=-100)
     """).strip(), edits=[("orpo_loss = -F.logsigmoid(log_odds_ratio).mean()", "orpo_loss = F.softplus(-log_odds_ratio).mean()")]),
-    case(NB2, "simpo-inline", SIMPO, Block(0),
-         body("return -F.logsigmoid(self.beta * (chosen_avg_log_probs - rejected_avg_log_probs) - self.gamma).mean()")),
-    case(NB2, "simpo-softplus", SIMPO, Block(0),
-         body("return F.softplus(self.gamma - self.beta * (chosen_avg_log_probs - rejected_avg_log_probs)).mean()")),
+    case(NB2, "simpo-inline", SIMPO, Block(0), body("""
+        c, r = (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x for x in (chosen_avg_log_probs, rejected_avg_log_probs))
+        return -F.logsigmoid(self.beta * (c - r) - self.gamma).mean()
+    """)),
+    case(NB2, "simpo-softplus", SIMPO, Block(0), body("""
+        margin = (chosen_avg_log_probs - rejected_avg_log_probs).to(torch.promote_types(chosen_avg_log_probs.dtype, torch.float32))
+        return F.softplus(self.gamma - self.beta * margin).mean()
+    """)),
     # ---- 03
     case(NB3, "to-dict-asdict", PAIR, Block(0), body("""
         from dataclasses import asdict
@@ -468,7 +575,10 @@ ALTERNATIVES = [
             for key in (prompt_key, response_key, score_key):
                 if key not in record:
                     raise ValueError(f"record {index} has no {key!r} key")
-        ordered = sorted(data, key=lambda rec: (rec[prompt_key], -rec[score_key]))
+        first_seen = {}
+        for index, record in enumerate(data):
+            first_seen.setdefault(record[prompt_key], index)
+        ordered = sorted(data, key=lambda rec: (first_seen[rec[prompt_key]], -rec[score_key]))
         pairs = []
         for prompt, group in itertools.groupby(ordered, key=lambda rec: rec[prompt_key]):
             ranked = list(group)
