@@ -355,9 +355,13 @@ MISTAKES = [
     case(NB1, "metric-keys-renamed", DPO, CHOSEN_LOGP_METRIC, '"chosen_logp": policy_chosen_logps.mean(),', {METRICS}),
     case(NB1, "metric-log-prob-is-log-ratio", DPO, CHOSEN_LOGP_METRIC, '"chosen_log_prob": (policy_chosen_logps - ref_chosen_logps).mean(),', {METRICS}),
     case(NB1, "metric-loss-ignores-smoothing", DPO, '"loss": loss.detach(),', '"loss": -F.logsigmoid(logits).mean(),', {METRICS}),
+    case(NB1, "metric-margin-absolute", DPO, '"reward_margin": (chosen_rewards - rejected_rewards).mean(),',
+         '"reward_margin": (chosen_rewards - rejected_rewards).abs().mean(),', {METRICS}),
+    case(NB1, "loss-not-reduced", DPO, "loss = losses.mean()", "loss = losses", LOSS_CELLS),
     case(NB1, "metric-accuracy-from-loss", DPO, "(chosen_rewards > rejected_rewards).float().mean()", "(losses < math.log(2)).float().mean()", {METRICS}),
     # ---- 02 IPO
     case(NB2, "ipo-rejected-detached", IPO, "margin = chosen_log_ratio - rejected_log_ratio", "margin = chosen_log_ratio - rejected_log_ratio.detach()", {T_IPO}),
+    case(NB2, "ipo-margin-clipped", IPO, "torch.float32))  # at least float32", "torch.float32)).clamp(-100, 100)", {T_IPO}),
     case(NB2, "ipo-no-upcast", IPO, IPO_UPCAST, "pass", {T_IPO}),
     # ---- 02 estimate_kl
     case(NB2, "kl-clamped-per-example", KL, "(policy_kl_logps - ref_kl_logps).mean().clamp(min=0)", "(policy_kl_logps - ref_kl_logps).clamp(min=0).mean()", {T_KL}),
@@ -381,6 +385,8 @@ MISTAKES = [
     case(NB2, "orpo-clamp-at-zero", ORPO, "avg_logps.clamp(max=-torch.finfo(avg_logps.dtype).tiny)", "avg_logps.clamp(max=0.0)", {T_ORPO}),
     case(NB2, "orpo-rejected-detached", ORPO, "rejected_avg = rejected_tok.sum(-1) / rejected_m.sum(-1).clamp(min=1)",
          "rejected_avg = (rejected_tok.sum(-1) / rejected_m.sum(-1).clamp(min=1)).detach()", {T_ORPO}),
+    case(NB2, "orpo-lambda-ignored", ORPO, "total_loss = sft_loss + self.lambda_orpo * orpo_loss", "total_loss = sft_loss + orpo_loss", {T_ORPO}),
+    case(NB2, "orpo-metric-log-odds-ratio-sum", ORPO, '"log_odds_ratio": log_odds_ratio.mean().detach(),', '"log_odds_ratio": log_odds_ratio.sum().detach(),', {T_ORPO}),
     case(NB2, "orpo-metric-total-without-lambda", ORPO, '"total_loss": total_loss.detach(),', '"total_loss": (sft_loss + orpo_loss).detach(),', {T_ORPO}),
     # ---- 02 SimPO
     case(NB2, "simpo-rejected-detached", SIMPO, "margin = chosen_avg_log_probs - rejected_avg_log_probs", "margin = chosen_avg_log_probs - rejected_avg_log_probs.detach()", {T_SIMPO}),
@@ -419,6 +425,8 @@ MISTAKES = [
     case(NB3, "single-response-key-ignored", GEN, "chosen = record[response_key]", 'chosen = record["response"]', {SINGLE}),
     case(NB3, "single-records-reversed", GEN, "        for index, record in enumerate(data):\n            for key in (prompt_key, response_key):",
          "        for index, record in reversed(list(enumerate(data))):\n            for key in (prompt_key, response_key):", {SINGLE}),
+    case(NB3, "shuffle-splits-words", GEN, 'sentences = chosen.split(". ")', "sentences = chosen.split()", {SINGLE}),
+    case(NB3, "single-metadata-missing", GEN, 'metadata={"strategy": rejection_strategy},', "metadata=None,", {SINGLE}),
     case(NB3, "refuse-empty", GEN, REFUSE, body("""
         else:  # refuse
             rejected = ""
@@ -623,6 +631,81 @@ ALTERNATIVES = [
             kept.append(pair)
         return kept
     """)),
+    # ---------------- round 2
+    # ---- 01
+    case(NB1, "logps-always-float32", DPO, UPCAST, "logits = logits.float()  # at least float32: float32 is enough"),
+    case(NB1, "loss-cdpo-linear-form", DPO, SMOOTH, "losses = -F.logsigmoid(logits) + eps * logits  # the same function, rearranged"),
+    case(NB1, "loss-logaddexp", DPO, SMOOTH, body("""
+        zero = torch.zeros_like(logits)
+        losses = (1 - eps) * torch.logaddexp(zero, -logits) + eps * torch.logaddexp(zero, logits)
+    """).strip()),
+    case(NB1, "smoothing-if-branch", DPO, SMOOTH, body("""
+        if eps == 0:
+            losses = -F.logsigmoid(logits)
+        else:
+            losses = -(1 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)
+    """).strip()),
+    case(NB1, "forward-float64-throughout", DPO, FORWARD, body("""
+        pc = self.compute_log_probs(policy_chosen_logits, chosen_labels, chosen_mask).double()
+        pr = self.compute_log_probs(policy_rejected_logits, rejected_labels, rejected_mask).double()
+        rc = torch.zeros_like(pc)
+        rr = torch.zeros_like(pr)
+        if not self.reference_free and reference_chosen_logits is not None:
+            with torch.no_grad():
+                rc = self.compute_log_probs(reference_chosen_logits, chosen_labels, chosen_mask).double()
+                rr = self.compute_log_probs(reference_rejected_logits, rejected_labels, rejected_mask).double()
+        chosen_rewards, rejected_rewards = self.beta * (pc - rc), self.beta * (pr - rr)
+        z = chosen_rewards - rejected_rewards
+        eps = self.label_smoothing
+        loss = (F.softplus(-z) * (1 - eps) + F.softplus(z) * eps).mean()
+        metrics = {
+            "loss": loss,
+            "accuracy": (z > 0).double().mean(),
+            "chosen_reward": chosen_rewards.mean(),
+            "rejected_reward": rejected_rewards.mean(),
+            "reward_margin": z.mean(),
+            "chosen_log_prob": pc.mean(),
+            "rejected_log_prob": pr.mean(),
+        }
+        return loss, {k: v.detach() for k, v in metrics.items()}
+    """)),
+    case(NB1, "metrics-python-floats", DPO, "        return loss, metrics\n",
+         "        return loss, {name: value.item() for name, value in metrics.items()}\n"),
+    # ---- 02
+    case(NB2, "ipo-float64-throughout", IPO, Block(0), body("""
+        margin = chosen_log_ratio.double() - rejected_log_ratio.double()
+        return ((margin - 1 / (2 * self.beta)) ** 2).mean()
+    """)),
+    case(NB2, "ipo-expanded-square", IPO, "return ((margin - 1 / (2 * self.beta)) ** 2).mean()",
+         "return (margin**2 - margin / self.beta + 1 / (4 * self.beta**2)).mean()"),
+    case(NB2, "kto-sigmoid-of-negated", KTO, KTO_TERMS, body("""
+        gain = self.desirable_weight * torch.sigmoid(self.beta * (z0 - r))  # 1 - sigmoid(x) = sigmoid(-x)
+        loss = self.undesirable_weight * torch.sigmoid(self.beta * (r - z0))
+    """)),
+    case(NB2, "kto-float64-throughout", KTO, KTO_UPCAST, "r = log_ratios.double()"),
+    case(NB2, "orpo-float64-throughout", ORPO, "logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))",
+         "logits[:, :-1].double()"),
+    case(NB2, "orpo-expm1-only-clamp-1e-30", ORPO, LOG_ODDS, body("""
+        x = avg_logps.clamp(max=-1e-30)  # just below 0, a normal number in float32 and float64
+        return x - torch.log(-torch.expm1(x))
+    """, 12)),
+    case(NB2, "simpo-bce-with-logits", SIMPO, SIMPO_LOSS,
+         "F.binary_cross_entropy_with_logits(self.beta * margin - self.gamma, torch.ones_like(margin))"),
+    case(NB2, "simpo-float64-throughout", SIMPO, "margin.to(torch.promote_types(margin.dtype, torch.float32))", "margin.double()"),
+    # ---- 03
+    case(NB3, "rng-private-name", GEN, RNG, "self._random = random.Random(seed)", edits=[
+        ("self.rng.shuffle(shuffled)", "self._random.shuffle(shuffled)"),
+        ("if i % 5 == 0 and self.rng.random() > 0.5:", "if i % 5 == 0 and self._random.random() > 0.5:"),
+        ("out.append(self.rng.choice(FILLERS))", "out.append(self._random.choice(FILLERS))"),
+        ("out.insert(1, self.rng.choice(FILLERS))", "out.insert(1, self._random.choice(FILLERS))"),
+    ]),
+    case(NB3, "shuffle-via-sample", GEN, "self.rng.shuffle(shuffled)", "shuffled = self.rng.sample(sentences, len(sentences))"),
+    case(NB3, "perturb-choice-by-index", GEN, "out.append(self.rng.choice(FILLERS))",
+         "out.append(FILLERS[self.rng.randrange(len(FILLERS))])"),
+    case(NB3, "scored-pairs-negative-score-key", GEN, "sorted(records, key=lambda r: r[score_key], reverse=True)",
+         "sorted(records, key=lambda r: -r[score_key])"),
+    # The spec does not say whether the 10 characters are counted before or after strip(): both are accepted.
+    case(NB3, "validate-length-after-strip", GEN, LENGTHS, "len(p.chosen.strip()) >= 10 and len(p.rejected.strip()) >= 10"),
 ]  # fmt: skip
 
 
