@@ -398,6 +398,7 @@ MISTAKES = [
          "rejected_avg = (rejected_tok.sum(-1) / rejected_m.sum(-1).clamp(min=1)).detach()", {T_ORPO}),
     case(NB2, "orpo-lambda-ignored", ORPO, "total_loss = sft_loss + self.lambda_orpo * orpo_loss", "total_loss = sft_loss + orpo_loss", {T_ORPO}),
     case(NB2, "orpo-metric-log-odds-ratio-sum", ORPO, '"log_odds_ratio": log_odds_ratio.mean().detach(),', '"log_odds_ratio": log_odds_ratio.sum().detach(),', {T_ORPO}),
+    case(NB2, "orpo-returns-metrics-first", ORPO, "        return total_loss, metrics\n", "        return metrics, total_loss\n", {T_ORPO}),
     case(NB2, "orpo-metric-total-without-lambda", ORPO, '"total_loss": total_loss.detach(),', '"total_loss": (sft_loss + orpo_loss).detach(),', {T_ORPO}),
     # ---- 02 SimPO
     case(NB2, "simpo-rejected-detached", SIMPO, "margin = chosen_avg_log_probs - rejected_avg_log_probs", "margin = chosen_avg_log_probs - rejected_avg_log_probs.detach()", {T_SIMPO}),
