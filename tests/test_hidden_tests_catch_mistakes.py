@@ -241,6 +241,12 @@ AVERAGES = """\
         rejected_avg = rejected_tok.sum(-1) / rejected_m.sum(-1).clamp(min=1)
 """
 SFT = "sft_loss = -chosen_tok.sum() / chosen_m.sum().clamp(min=1)"
+LOG1MEXP_BODY = """\
+            near = x > -math.log(2)
+            x_near = torch.where(near, x, torch.full_like(x, -1.0))  # each branch sees only safe inputs
+            x_far = torch.where(near, torch.full_like(x, -1.0), x)
+            return torch.where(near, torch.log(-torch.expm1(x_near)), torch.log1p(-torch.exp(x_far)))
+"""
 IPO_UPCAST = "margin = margin.to(torch.promote_types(margin.dtype, torch.float32))  # at least float32"
 KTO_UPCAST = "r = log_ratios.to(torch.promote_types(log_ratios.dtype, torch.float32))  # at least float32"
 SIMPO_LOSS = "-F.logsigmoid(self.beta * margin - self.gamma).mean()"
@@ -263,6 +269,10 @@ PERTURB = """\
                     out.append(word)
                     if i % 5 == 0 and self.rng.random() > 0.5:
                         out.append(self.rng.choice(FILLERS))
+"""
+SHUFFLE_FALLBACK = """\
+                if shuffled == sentences:  # same order (or one sentence): reverse instead
+                    shuffled = sentences[::-1] if len(sentences) > 1 else [" ".join(words[::-1])]
 """
 REFUSE = """\
             else:  # refuse
@@ -394,6 +404,11 @@ MISTAKES = [
         return -torch.log(torch.expm1(-x))
     """, 12), {T_ORPO}),
     case(NB2, "orpo-clamp-at-zero", ORPO, "avg_logps.clamp(max=-torch.finfo(avg_logps.dtype).tiny)", "avg_logps.clamp(max=0.0)", {T_ORPO}),
+    case(NB2, "orpo-log1mexp-branches-swapped", ORPO,
+         "return torch.where(near, torch.log(-torch.expm1(x_near)), torch.log1p(-torch.exp(x_far)))",
+         "return torch.where(near, torch.log1p(-torch.exp(x_near)), torch.log(-torch.expm1(x_far)))", {T_ORPO}),
+    case(NB2, "orpo-log1mexp-unsafe-where", ORPO, LOG1MEXP_BODY,
+         "            return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))\n", {T_ORPO}),
     case(NB2, "orpo-rejected-detached", ORPO, "rejected_avg = rejected_tok.sum(-1) / rejected_m.sum(-1).clamp(min=1)",
          "rejected_avg = (rejected_tok.sum(-1) / rejected_m.sum(-1).clamp(min=1)).detach()", {T_ORPO}),
     case(NB2, "orpo-lambda-ignored", ORPO, "total_loss = sft_loss + self.lambda_orpo * orpo_loss", "total_loss = sft_loss + orpo_loss", {T_ORPO}),
@@ -437,6 +452,7 @@ MISTAKES = [
     case(NB3, "single-response-key-ignored", GEN, "chosen = record[response_key]", 'chosen = record["response"]', {SINGLE}),
     case(NB3, "single-records-reversed", GEN, "        for index, record in enumerate(data):\n            for key in (prompt_key, response_key):",
          "        for index, record in reversed(list(enumerate(data))):\n            for key in (prompt_key, response_key):", {SINGLE}),
+    case(NB3, "shuffle-may-keep-order", GEN, SHUFFLE_FALLBACK, "", {SINGLE}),
     case(NB3, "shuffle-splits-words", GEN, 'sentences = chosen.split(". ")', "sentences = chosen.split()", {SINGLE}),
     case(NB3, "single-metadata-missing", GEN, 'metadata={"strategy": rejection_strategy},', "metadata=None,", {SINGLE}),
     case(NB3, "refuse-empty", GEN, REFUSE, body("""
@@ -703,6 +719,7 @@ ALTERNATIVES = [
     """, 12)),
     case(NB2, "simpo-bce-with-logits", SIMPO, SIMPO_LOSS,
          "F.binary_cross_entropy_with_logits(self.beta * margin - self.gamma, torch.ones_like(margin))"),
+    case(NB2, "simpo-gamma-over-beta-inside", SIMPO, "self.beta * margin - self.gamma", "self.beta * (margin - self.gamma / self.beta)"),
     case(NB2, "simpo-float64-throughout", SIMPO, "margin.to(torch.promote_types(margin.dtype, torch.float32))", "margin.double()"),
     # ---- 03
     case(NB3, "rng-private-name", GEN, RNG, "self._random = random.Random(seed)", edits=[
