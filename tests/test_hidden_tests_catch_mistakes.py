@@ -425,6 +425,7 @@ MISTAKES = [
     case(NB3, "add-scorer-replaces", GEN, "self.quality_scorers.append(scorer)", "self.quality_scorers = [scorer]", {T_SCORERS}),
     case(NB3, "scorer-arguments-swapped", GEN, "scorer(prompt, response) for scorer", "scorer(response, prompt) for scorer", {T_SCORERS}),
     case(NB3, "quality-score-no-guard", GEN, "        if not self.quality_scorers:\n            return 0.0\n", "", {T_SCORERS}),
+    case(NB3, "threshold-not-kept", GEN, "self.min_score_diff = min_score_diff", "self.min_score_diff = 0.5", {SCORED}),
     case(NB3, "pairs-prompts-sorted", GEN, "for prompt, records in by_prompt.items():", "for prompt, records in sorted(by_prompt.items()):", {SCORED}),
     case(NB3, "pairs-closest-first", GEN, "for i in range(len(ranked) // 2):", "for i in reversed(range(len(ranked) // 2)):", {SCORED}),
     case(NB3, "pairs-scores-swapped", GEN, "chosen_score=best[score_key],", "chosen_score=worst[score_key],", {SCORED},
