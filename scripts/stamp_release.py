@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import nbformat
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_TEMPLATE = Path(__file__).resolve().with_name("colab_install.py")
@@ -34,7 +34,9 @@ def project(root: Path = ROOT) -> dict:
     repository = meta["urls"]["Repository"].rstrip("/")
     match = re.fullmatch(r"https://github\.com/([^/]+/[^/]+)", repository)
     if not match:
-        raise ValueError(f"[project.urls] Repository must be https://github.com/OWNER/NAME, got {repository!r}")
+        raise ValueError(
+            f"[project.urls] Repository must be https://github.com/OWNER/NAME, got {repository!r}"
+        )
     return {"repository": repository, "owner_repo": match.group(1), "revision": f"v{meta['version']}"}
 
 
@@ -50,7 +52,9 @@ def binder_url(path: str, proj: dict) -> str:
 
 def badges(path: str, proj: dict) -> str:
     """The badge line for the notebook (or folder) at ``path``, relative to the repository root."""
-    colab = f"{BADGE_PREFIX}(https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(path, proj)})"
+    colab = (
+        f"{BADGE_PREFIX}(https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(path, proj)})"
+    )
     binder = f"[![Launch Binder](https://mybinder.org/badge_logo.svg)]({binder_url(path, proj)})"
     return f"{colab} {binder}"
 
