@@ -50,13 +50,17 @@ def binder_url(path: str, proj: dict) -> str:
     return f"https://mybinder.org/v2/gh/{proj['owner_repo']}/{proj['revision']}?urlpath=lab/tree/{path}"
 
 
+def colab_badge(path: str, proj: dict) -> str:
+    return f"{BADGE_PREFIX}(https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(path, proj)})"
+
+
+def binder_badge(path: str, proj: dict) -> str:
+    return f"[![Launch Binder](https://mybinder.org/badge_logo.svg)]({binder_url(path, proj)})"
+
+
 def badges(path: str, proj: dict) -> str:
-    """The badge line for the notebook (or folder) at ``path``, relative to the repository root."""
-    colab = (
-        f"{BADGE_PREFIX}(https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(path, proj)})"
-    )
-    binder = f"[![Launch Binder](https://mybinder.org/badge_logo.svg)]({binder_url(path, proj)})"
-    return f"{colab} {binder}"
+    """The badge line for the notebook at ``path`` (relative to the repository root)."""
+    return f"{colab_badge(path, proj)} {binder_badge(path, proj)}"
 
 
 def install_cell_source(proj: dict) -> str:
