@@ -124,16 +124,16 @@ def test_binder_pip_environment_runs_every_notebook(tmp_path, capsys):
     }
     subprocess.run(["bash", "binder/postBuild"], cwd=checkout, env=env, check=True, capture_output=True)
 
-    km = kernel_manager(tmp_path, python, child_env(python))
+    kernel = kernel_manager(tmp_path, python, child_env(python))
     report = []
     for path in SOLUTION_NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
-        errors, peak_mb, seconds = run_notebook(nb, km, tmp_path)
+        errors, peak_mb, seconds = run_notebook(nb, kernel, tmp_path)
         assert not errors, f"solution {path.name} fails in the Binder environment: {errors}"
         report.append(f"{path.parent.name}/{path.name:<28} peak RSS {peak_mb:7.0f} MB  {seconds:5.1f} s")
     for path in STUDENT_NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
-        errors, _, _ = run_notebook(nb, km, tmp_path)
+        errors, _, _ = run_notebook(nb, kernel, tmp_path)
         assert errors, f"student {path.name}: the untouched notebook should stop at its stubs"
         wrong = [e for e in errors if e[2] != "NotImplementedError"]
         assert not wrong, f"student {path.name}: failures other than a stub's NotImplementedError: {wrong}"

@@ -165,8 +165,8 @@ def test_colab_simulation(colab_venv, tmp_path):
     # 1. the first student notebook: its install cell installs dpolab from the local checkout
     first, *rest = STUDENT_NOTEBOOKS
     nb = nbformat.read(first, as_version=4)
-    km = kernel_manager(tmp_path, python, child_env(python, DPOLAB_INSTALL_SOURCE=str(source)))
-    errors, _, _ = run_notebook(nb, km, tmp_path)
+    kernel = kernel_manager(tmp_path, python, child_env(python, DPOLAB_INSTALL_SOURCE=str(source)))
+    errors, _, _ = run_notebook(nb, kernel, tmp_path)
     install = next(c for c in nb.cells if c.get("id") == stamp_release.INSTALL_CELL_ID)
     said = stream_text(install)
     version = PROJECT["revision"].removeprefix("v")
@@ -184,14 +184,14 @@ def test_colab_simulation(colab_venv, tmp_path):
 
     # 2. every student notebook, untouched and solved, in that environment (no install source:
     #    the install cell is inert there, dpolab is installed now; nbgrader is not)
-    km = kernel_manager(tmp_path, python, child_env(python))
+    kernel = kernel_manager(tmp_path, python, child_env(python))
     for path in rest:
         nb = nbformat.read(path, as_version=4)
-        errors, _, _ = run_notebook(nb, km, tmp_path)
+        errors, _, _ = run_notebook(nb, kernel, tmp_path)
         _assert_only_stubs_fail(path, errors)
     for path in STUDENT_NOTEBOOKS:
         nb = solved_release(path.name, path.parent)
-        errors, _, _ = run_notebook(nb, km, tmp_path)
+        errors, _, _ = run_notebook(nb, kernel, tmp_path)
         assert not errors, (
             f"{path.name} solved fails in the Colab venv (visible tests without nbgrader): {errors}"
         )

@@ -58,9 +58,9 @@ def copy_checkout(dest: Path, *extra: str) -> Path:
     return dest
 
 
-def kernel_manager(tmp: Path, python: Path, env: dict[str, str]) -> KernelManager:
-    """A kernel manager for a kernel running ``python`` with ``env`` added to the environment."""
-    name = f"venv-{abs(hash(str(python))) % 10**8}"
+def kernel_manager(tmp: Path, python: Path, env: dict[str, str]):
+    """A factory of kernel managers for a kernel running ``python`` with ``env`` added."""
+    name = f"venv-{abs(hash((str(python), tuple(sorted(env.items()))))) % 10**8}"
     spec_dir = tmp / "kernels" / name
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
@@ -70,22 +70,29 @@ def kernel_manager(tmp: Path, python: Path, env: dict[str, str]) -> KernelManage
         "env": env,
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    ksm = KernelSpecManager(kernel_dirs=[str(tmp / "kernels")])
-    return KernelManager(kernel_name=name, kernel_spec_manager=ksm)
+    return lambda: KernelManager(
+        kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp / "kernels")])
+    )
 
 
-def run_notebook(nb, km: KernelManager, cwd: Path, timeout: int = 300):
-    """Execute ``nb`` (all cells, errors allowed) in place; return (errors, peak RSS in MB, seconds).
+def run_notebook(nb, new_km, cwd: Path, timeout: int = 300):
+    """Execute ``nb`` (all cells, errors allowed) in a fresh kernel from ``new_km()``.
 
-    ``errors`` lists ``(cell index, cell id, ename, evalue)``. The peak RSS is the kernel
-    process's own (``ru_maxrss``), read by one probe cell appended at the end and removed again.
+    Returns (errors, peak RSS in MB, seconds); ``errors`` lists ``(cell index, cell id, ename,
+    evalue)``. The peak RSS is the kernel process's own (``ru_maxrss``), read by one probe cell
+    appended at the end and removed again.
     """
     n_cells = len(nb.cells)
     nb.cells.append(nbformat.v4.new_code_cell(PEAK_RSS_PROBE))
+    km = new_km()
     start = time.perf_counter()
-    NotebookClient(
-        nb, km=km, timeout=timeout, allow_errors=True, resources={"metadata": {"path": str(cwd)}}
-    ).execute()
+    try:
+        NotebookClient(
+            nb, km=km, timeout=timeout, allow_errors=True, resources={"metadata": {"path": str(cwd)}}
+        ).execute()
+    finally:
+        if km.has_kernel:  # nbclient leaves a kernel it did not create running
+            km.shutdown_kernel(now=True)
     seconds = time.perf_counter() - start
     probe = nb.cells.pop()
     assert n_cells == len(nb.cells)
