@@ -51,7 +51,9 @@ def binder_url(path: str, proj: dict) -> str:
 
 
 def colab_badge(path: str, proj: dict) -> str:
-    return f"{BADGE_PREFIX}(https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(path, proj)})"
+    return (
+        f"{BADGE_PREFIX}(https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(path, proj)})"
+    )
 
 
 def binder_badge(path: str, proj: dict) -> str:
