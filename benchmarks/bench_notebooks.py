@@ -17,8 +17,13 @@ import nbformat
 from nbclient import NotebookClient
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
-# The kernel's own peak resident set size (kB on Linux), read in the kernel after the last cell.
-PROBE = "import resource as _r\nprint('PEAK_RSS_KB', _r.getrusage(_r.RUSAGE_SELF).ru_maxrss)"
+# The kernel's own peak RSS in kB: VmHWM of its memory map. (Not ru_maxrss: Linux carries that
+# over exec from the process that started the kernel, whose size would be counted too.)
+PROBE = (
+    "import re as _re\n"
+    "with open('/proc/self/status') as _f:\n"
+    "    print('PEAK_RSS_KB', _re.search(r'VmHWM:\\s+(\\d+)', _f.read()).group(1))"
+)
 
 
 def main() -> None:

@@ -206,6 +206,17 @@ def _errors(cells: list[dict]) -> list[tuple[int, str]]:
     return out
 
 
+def _select(page, index: int) -> None:
+    """Make cell ``index`` the active cell (a click on its prompt), and check that it is."""
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    for _ in range(5):
+        cell.locator(".jp-InputPrompt").click()
+        if "jp-mod-active" in (cell.get_attribute("class") or ""):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"could not select cell {index}")
+
+
 def _restart_and_run_all(page) -> None:
     _menu(page, "Run", "Restart Kernel and Run All Cells…")
     page.locator(".jp-Dialog button.jp-mod-accept").click()
@@ -268,16 +279,18 @@ def test_student_notebook_fails_only_at_stubs_in_jupyterlab(open_notebook, shots
     page = open_notebook(rel)
     _restart_and_run_all(page)
     cells = _wait_idle(page, RUN_TIMEOUT, started=lambda cells: any(_ran(c) for c in cells if c["code"]))
+    frontier = -1
     for _ in range(len(cells)):
-        errors = _errors(cells)
-        last_error = errors[-1][0] if errors else -1
-        todo = [i for i, c in enumerate(cells) if c["code"] and i > last_error and not _ran(c)]
+        todo = [i for i, c in enumerate(cells) if c["code"] and not _ran(c)]
         if not todo:
             break
-        # a student's next step after an error: select the next cell, run it and all below
-        page.locator(".jp-Notebook .jp-Cell").nth(todo[0]).locator(".jp-InputPrompt").click()
+        # a student's next step after an error: select the first cell that has not run, then
+        # Run → Run Selected Cell and All Below
+        assert todo[0] > frontier, f"{rel}: cell {todo[0]} did not run when run from it: {_errors(cells)}"
+        frontier = todo[0]
+        _select(page, frontier)
         _menu(page, "Run", "Run Selected Cell and All Below")
-        cells = _wait_idle(page, RUN_TIMEOUT, started=lambda cells, i=todo[0]: cells[i]["prompt"] != "[ ]:")
+        cells = _wait_idle(page, RUN_TIMEOUT, started=lambda cells, i=frontier: cells[i]["prompt"] != "[ ]:")
     not_run = [i for i, c in enumerate(cells) if c["code"] and not _ran(c)]
     assert not not_run, f"{rel}: cells never ran: {not_run}"
     errors = _errors(cells)

@@ -25,7 +25,13 @@ from notebook_tools import ROOT
 # The torch this test run uses: a CPU build that pip finds locally. An unpinned torch would
 # pull a multi-GB CUDA build.
 TORCH = f"torch=={torch.__version__}"
-PEAK_RSS_PROBE = "import resource as _r\nprint('PEAK_RSS_KB', _r.getrusage(_r.RUSAGE_SELF).ru_maxrss)"
+# The kernel's own peak RSS in kB: VmHWM of its memory map. (Not ru_maxrss: Linux carries that
+# over exec from the process that started the kernel, whose size would be counted too.)
+PEAK_RSS_PROBE = (
+    "import re as _re\n"
+    "with open('/proc/self/status') as _f:\n"
+    "    print('PEAK_RSS_KB', _re.search(r'VmHWM:\\s+(\\d+)', _f.read()).group(1))"
+)
 
 
 def pip_install(python: Path, *args: str, env: dict | None = None) -> None:
