@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from notebook_tools import ROOT
-from venv_tools import TORCH, child_env, copy_checkout, kernel_manager, make_venv, run_notebook
+from venv_tools import TORCH, child_env, copy_checkout, kernel_manager, make_venv, run_notebook, venv_env
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 CONDA_TO_PIP = {"pytorch-cpu": "torch", "pytorch": "torch"}  # conda-forge names that differ
@@ -117,12 +117,9 @@ def test_binder_pip_environment_runs_every_notebook(tmp_path, capsys):
     assert Version(TORCH.split("==")[1]) in deps["torch"], f"{TORCH} is outside binder's torch range"
     python = make_venv(tmp_path / "venv", [TORCH], [TORCH, *others])
     checkout = copy_checkout(tmp_path / "checkout", "binder")
-    env = {
-        **os.environ,
-        "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}",
-        "VIRTUAL_ENV": str(python.parent.parent),
-    }
-    subprocess.run(["bash", "binder/postBuild"], cwd=checkout, env=env, check=True, capture_output=True)
+    subprocess.run(
+        ["bash", "binder/postBuild"], cwd=checkout, env=venv_env(python), check=True, capture_output=True
+    )
 
     kernel = kernel_manager(tmp_path, python, child_env(python))
     report = []

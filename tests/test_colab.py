@@ -30,6 +30,7 @@ from venv_tools import (
     make_venv,
     run_notebook,
     stream_text,
+    venv_env,
 )
 
 stamp_release = load_script("stamp_release")
@@ -144,7 +145,9 @@ print(json.dumps({"version": dist.version, "files": files.hexdigest(), "n_files"
 
 
 def _torch_snapshot(python) -> dict:
-    out = subprocess.run([str(python), "-c", TORCH_SNAPSHOT], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(python), "-c", TORCH_SNAPSHOT], check=True, capture_output=True, text=True, env=venv_env(python)
+    )
     return json.loads(out.stdout)
 
 
@@ -159,7 +162,7 @@ def test_colab_simulation(colab_venv, tmp_path):
     python = colab_venv
     source = copy_checkout(tmp_path / "checkout")
     before = _torch_snapshot(python)
-    missing = subprocess.run([str(python), "-c", "import dpolab"], capture_output=True)
+    missing = subprocess.run([str(python), "-c", "import dpolab"], capture_output=True, env=venv_env(python))
     assert missing.returncode != 0, "the Colab venv must start without dpolab"
 
     # 1. the first student notebook: its install cell installs dpolab from the local checkout
@@ -178,7 +181,7 @@ def test_colab_simulation(colab_venv, tmp_path):
     assert after == before, f"torch changed: {before} -> {after}"
     where = subprocess.run(
         [str(python), "-c", "import dpolab, sys; print(dpolab.__file__.startswith(sys.prefix))"],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env=venv_env(python),
     )  # fmt: skip
     assert where.stdout.strip() == "True", "dpolab must be installed into the Colab venv, not found elsewhere"
 

@@ -34,9 +34,20 @@ PEAK_RSS_PROBE = (
 )
 
 
-def pip_install(python: Path, *args: str, env: dict | None = None) -> None:
+def venv_env(python: Path) -> dict[str, str]:
+    """os.environ for running the throwaway venv's ``python``: its bin first, no PYTHONPATH.
+
+    (A PYTHONPATH of the developer's, or the lab's own venv, must not leak into it.)
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PATH"] = f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(python.parent.parent)
+    return env
+
+
+def pip_install(python: Path, *args: str) -> None:
     cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=venv_env(python))
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
@@ -126,6 +137,7 @@ def child_env(python: Path, **extra: str) -> dict[str, str]:
     env = {
         "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(python.parent.parent),
+        "PYTHONPATH": "",  # empty: ignored by Python, and it hides the test run's own
         "DPOLAB_DEVICE": "cpu",
         "DPOLAB_QUICK": "1",
     }
