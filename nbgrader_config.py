@@ -8,12 +8,9 @@ import os
 
 c = get_config()  # noqa: F821  (injected by nbgrader)
 
-ASSIGNMENT = "lab_3_1_5_dpo"
-
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "notebooks"
-c.CourseDirectory.db_assignments = [{"name": ASSIGNMENT}]
 c.CourseDirectory.db_url = os.environ.get(
     "NBGRADER_DB_URL", "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")
 )

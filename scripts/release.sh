@@ -36,4 +36,6 @@ PY
 db="$(mktemp -d)/gradebook.db"
 NBGRADER_DB_URL="sqlite:///$db" nbgrader generate_assignment "$assignment" --force
 rm -f "$db"
+# Colab / Binder badges and the guarded Colab install cell, from pyproject.toml's address.
+python scripts/stamp_release.py "notebooks/$assignment"
 echo "released: notebooks/$assignment"

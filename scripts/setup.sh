@@ -19,4 +19,16 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   "${pip[@]}" "torch==2.13.0+cpu" 2>/dev/null || "${pip[@]}" "torch>=2.2,<3"
 fi
 "${pip[@]}" -e ".[$extra]"
+
+# The browser test (tests/test_browser.py) drives Debian's chromium through Playwright; its own
+# browser download cannot work offline. CI runs as root with apt: install it there. Elsewhere
+# install it yourself (apt-get install chromium), or the browser test skips and says why.
+if [ "$extra" = test ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup.sh: could not install chromium; tests/test_browser.py will skip" >&2
+  else
+    echo "setup.sh: no chromium (apt-get install chromium); tests/test_browser.py will skip" >&2
+  fi
+fi
 "$venv/bin/python" -c "import torch, dpolab; print(f'dpolab {dpolab.__version__}, torch {torch.__version__}, device {dpolab.get_device()}')"

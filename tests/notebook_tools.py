@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -20,6 +21,14 @@ NOTEBOOKS = sorted(p.name for p in SOLUTIONS.glob("*.ipynb"))
 MARKER = re.compile(r"^\s*### (BEGIN|END) (SOLUTION|HIDDEN TESTS)\s*$")
 
 
+def load_script(name: str):
+    """A module from scripts/ (not a package), e.g. ``load_script("stamp_release")``."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def nbgrader(course: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run nbgrader in ``course`` with this interpreter's environment (alembic on PATH)."""
     env = dict(os.environ)
@@ -35,12 +44,17 @@ def nbgrader(course: Path, *args: str, check: bool = True) -> subprocess.Complet
 
 
 def make_course(tmp: Path) -> Path:
-    """A copy of the course (config + solutions) with a freshly generated release."""
+    """A copy of the course (config + solutions) with a freshly generated, stamped release.
+
+    Stamped as scripts/release.sh stamps it (badges, Colab install cell), so the release test
+    compares like with like and autograding sees what students submit.
+    """
     course = tmp / "course"
     (course / "solutions").mkdir(parents=True)
     shutil.copy(ROOT / "nbgrader_config.py", course)
     shutil.copytree(SOLUTIONS, course / "solutions" / ASSIGNMENT)
     nbgrader(course, "generate_assignment", ASSIGNMENT, "--force")
+    load_script("stamp_release").stamp_folder(course / "notebooks" / ASSIGNMENT)
     return course
 
 

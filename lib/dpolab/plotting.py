@@ -52,14 +52,15 @@ def plot_losses_vs_margin(
     curves: Mapping[str, torch.Tensor],
     title: str = "",
     ylim: tuple[float, float] | None = None,
+    xlabel: str = "margin",
 ):
-    """Several losses (one curve per name) against a common margin axis, optionally clipped to ``ylim``."""
+    """Several losses (one curve per name) against a common x axis (``xlabel``), optionally clipped to ``ylim``."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, values in curves.items():
         ax.plot(margins.cpu(), values.detach().cpu(), label=name)
-    ax.set(xlabel="margin", ylabel="loss", title=title)
+    ax.set(xlabel=xlabel, ylabel="loss", title=title)
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.axvline(0, color="grey", lw=0.5)

@@ -1,0 +1,312 @@
+"""A real browser: JupyterLab in Debian's chromium, driven by Playwright, as a student uses it.
+
+JupyterLab serves a copy of solutions/ and notebooks/ on 127.0.0.1 with a token (quick mode,
+CPU). For each *solution* notebook, through the menus: Edit → Clear Outputs of All Cells,
+Run → Restart Kernel and Run All Cells…, accept; then no cell shows an error, every figure is
+a decoded image, and an ipywidgets slider (the β / ε explorer of notebook 01) redraws its
+figure when its handle is dragged. For each *student* notebook: run all; JupyterLab stops a
+run at the first error, so the test goes on as a student would (select the next cell, Run →
+Run Selected Cell and All Below) until every cell has run; every error is a stub's
+NotImplementedError.
+
+Screenshots go to ``$DPOLAB_SCREENSHOTS`` (default: a pytest temporary folder, printed).
+Needs Debian's chromium (``apt-get install chromium``; ``scripts/setup.sh test`` installs it
+when run as root) and the ``playwright`` Python package; skips, saying why, without them.
+Run alone: ``.venv/bin/python -m pytest tests/test_browser.py -m browser -s``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from notebook_tools import ROOT
+
+pytestmark = pytest.mark.browser
+
+SOLUTION_NOTEBOOKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "solutions").glob("*/*.ipynb"))
+STUDENT_NOTEBOOKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "notebooks").glob("*/*.ipynb"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+RUN_TIMEOUT = 300  # seconds for one run of a notebook (quick mode)
+
+CELLS_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Cell')).map((c) => ({
+  code: c.classList.contains('jp-CodeCell'),
+  prompt: (c.querySelector('.jp-InputPrompt') || {textContent: ''}).textContent.trim(),
+  stderr: Array.from(c.querySelectorAll(
+    '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')).map((e) => e.textContent),
+  images: Array.from(c.querySelectorAll('.jp-OutputArea-output img')).map((e) => e.naturalWidth),
+}))"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("DPOLAB_SCREENSHOTS") or tmp_path_factory.mktemp("browser-screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nbrowser screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on 127.0.0.1 with a token, serving a copy of the course; yields (url, token)."""
+    if not CHROMIUM:
+        pytest.skip(
+            "Debian's chromium is not installed (apt-get install chromium; scripts/setup.sh test does it as root)"
+        )
+    pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[test]')"
+    )
+    tmp = tmp_path_factory.mktemp("lab")
+    root = tmp / "course"
+    root.mkdir()
+    for name in ("solutions", "notebooks"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    settings = tmp / "settings" / "@jupyterlab"
+    # every cell in the page (no virtual scrolling), no news or update prompts
+    (settings / "notebook-extension").mkdir(parents=True)
+    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    (settings / "apputils-extension").mkdir(parents=True)
+    (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        '{"fetchNews": "false", "checkForUpdates": false}'
+    )
+    token, port = secrets.token_hex(16), _free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DPOLAB_DEVICE": "cpu",
+        "DPOLAB_QUICK": "1",
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+    }
+    env.pop("DPOLAB_INSTALL_SOURCE", None)
+    cmd = [
+        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = tmp / "jupyterlab.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"JupyterLab did not start:\n{log.read_text()}") from None
+                time.sleep(0.5)
+        yield url, token, log
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
+        yield chromium
+        chromium.close()
+
+
+def _shutdown_kernels(url: str, token: str) -> None:
+    """One kernel per notebook otherwise: end them between notebooks (REST API)."""
+    with urllib.request.urlopen(f"{url}/api/sessions?token={token}") as resp:
+        sessions = json.load(resp)
+    for s in sessions:
+        req = urllib.request.Request(f"{url}/api/sessions/{s['id']}?token={token}", method="DELETE")
+        urllib.request.urlopen(req).close()
+
+
+@pytest.fixture
+def open_notebook(lab, browser):
+    url, token, _ = lab
+    pages = []
+
+    def _open(rel: str):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pages.append(page)
+        page.goto(f"{url}/lab/tree/{rel}?reset&token={token}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        _wait_idle(page, 60)
+        return page
+
+    yield _open
+    for page in pages:
+        page.close()
+    _shutdown_kernels(url, token)
+
+
+def _menu(page, top: str, item: str) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{re.escape(top)}$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$")).click()
+
+
+def _cells(page) -> list[dict]:
+    return page.evaluate(CELLS_JS)
+
+
+def _wait_idle(page, timeout: float, started=lambda cells: True) -> list[dict]:
+    """Wait until ``started(cells)``, no cell is queued or running, and the kernel is idle (twice)."""
+    deadline, calm = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        cells = _cells(page)
+        idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count() > 0
+        busy = any(c["prompt"] == "[*]:" for c in cells)
+        calm = calm + 1 if (idle and not busy and started(cells)) else 0
+        if calm >= 3:
+            return cells
+        time.sleep(0.5)
+    raise AssertionError(f"the notebook did not finish within {timeout} s: {[c['prompt'] for c in cells]}")
+
+
+def _ran(cell: dict) -> bool:
+    return bool(re.fullmatch(r"\[\d+\]:", cell["prompt"]))
+
+
+def _errors(cells: list[dict]) -> list[tuple[int, str]]:
+    """(cell index, exception name) for each traceback shown."""
+    out = []
+    for i, cell in enumerate(cells):
+        for text in cell["stderr"]:
+            if "Traceback" in text:
+                match = re.search(r"(\w+)\s+Traceback \(most recent call last\)", text)
+                out.append((i, match.group(1) if match else text[:200]))
+    return out
+
+
+def _select(page, index: int) -> None:
+    """Make cell ``index`` the active cell (a click on its prompt), and check that it is."""
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    for _ in range(5):
+        cell.locator(".jp-InputPrompt").click()
+        if "jp-mod-active" in (cell.get_attribute("class") or ""):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"could not select cell {index}")
+
+
+def _restart_and_run_all(page) -> None:
+    _menu(page, "Run", "Restart Kernel and Run All Cells…")
+    page.locator(".jp-Dialog button.jp-mod-accept").click()
+
+
+@pytest.mark.parametrize("rel", SOLUTION_NOTEBOOKS)
+def test_solution_notebook_runs_in_jupyterlab(open_notebook, shots, rel):
+    stem = Path(rel).stem
+    page = open_notebook(rel)
+    _menu(page, "Edit", "Clear Outputs of All Cells")
+    assert not any(_ran(c) for c in _cells(page) if c["code"])
+    _restart_and_run_all(page)
+    cells = _wait_idle(page, RUN_TIMEOUT, started=lambda cells: all(_ran(c) for c in cells if c["code"]))
+    assert not _errors(cells), f"{rel}: errors shown in JupyterLab: {_errors(cells)}"
+    stderr = [(i, t[:300]) for i, c in enumerate(cells) for t in c["stderr"]]
+    assert not stderr, f"{rel}: stderr output: {stderr}"
+
+    stored = nbformat.read(ROOT / rel, as_version=4)
+    n_png = sum(
+        "image/png" in o.get("data", {}) for c in stored.cells if c.cell_type == "code" for o in c.outputs
+    )
+    widths = [w for c in cells for w in c["images"]]
+    assert len(widths) >= n_png, f"{rel}: {len(widths)} images shown, the stored notebook has {n_png} figures"
+    assert all(w > 0 for w in widths), f"{rel}: a figure did not render (image widths {widths})"
+    for i, figure in enumerate(page.locator(".jp-OutputArea-output img").all()):
+        figure.scroll_into_view_if_needed()
+        figure.screenshot(path=shots / f"{stem}-figure-{i + 1}.png")
+
+    explorer = any("ipywidgets" in c.source and "interact" in c.source for c in stored.cells)
+    sliders = page.locator(".widget-slider .noUi-handle")
+    assert (sliders.count() > 0) == explorer, f"{rel}: widget sliders shown: {sliders.count()}"
+    if explorer:
+        handle = sliders.first
+        cell = page.locator(".jp-Cell", has=page.locator(".widget-slider")).first
+        figure = cell.locator(".jp-OutputArea-output img").first
+        handle.scroll_into_view_if_needed()
+        before = figure.get_attribute("src")
+        cell.screenshot(path=shots / f"{stem}-widget-before.png")
+        box = handle.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 45, y, steps=10)
+        page.mouse.up()
+        deadline = time.monotonic() + 30
+        while figure.get_attribute("src") == before and time.monotonic() < deadline:
+            time.sleep(0.25)
+        _wait_idle(page, 60)
+        after = cell.locator(".jp-OutputArea-output img").first
+        assert after.get_attribute("src") != before, (
+            f"{rel}: the explorer's figure did not redraw after the slider moved"
+        )
+        assert after.evaluate("(e) => e.naturalWidth") > 0
+        cell.screenshot(path=shots / f"{stem}-widget-after.png")
+
+
+@pytest.mark.parametrize("rel", STUDENT_NOTEBOOKS)
+def test_student_notebook_fails_only_at_stubs_in_jupyterlab(open_notebook, shots, rel):
+    stem = Path(rel).stem
+    page = open_notebook(rel)
+    _restart_and_run_all(page)
+    cells = _wait_idle(page, RUN_TIMEOUT, started=lambda cells: any(_ran(c) for c in cells if c["code"]))
+    frontier = -1
+    for _ in range(len(cells)):
+        todo = [i for i, c in enumerate(cells) if c["code"] and not _ran(c)]
+        if not todo:
+            break
+        # a student's next step after an error: select the first cell that has not run, then
+        # Run → Run Selected Cell and All Below
+        assert todo[0] > frontier, f"{rel}: cell {todo[0]} did not run when run from it: {_errors(cells)}"
+        frontier = todo[0]
+        _select(page, frontier)
+        _menu(page, "Run", "Run Selected Cell and All Below")
+        cells = _wait_idle(page, RUN_TIMEOUT, started=lambda cells, i=frontier: cells[i]["prompt"] != "[ ]:")
+    not_run = [i for i, c in enumerate(cells) if c["code"] and not _ran(c)]
+    assert not not_run, f"{rel}: cells never ran: {not_run}"
+    errors = _errors(cells)
+    assert errors, f"{rel}: the untouched release should stop at its stubs"
+    wrong = [e for e in errors if e[1] != "NotImplementedError"]
+    assert not wrong, f"{rel}: errors other than a stub's NotImplementedError: {wrong}"
+    first_code = next(c for c in cells if c["code"])
+    assert not first_code["stderr"], f"{rel}: the Colab set-up cell is not inert here: {first_code['stderr']}"
+    page.locator(".jp-Notebook .jp-Cell").nth(errors[0][0]).scroll_into_view_if_needed()
+    page.screenshot(path=shots / f"{stem}-student-first-error.png")
+    page.locator(".jp-Notebook .jp-Cell").nth(errors[-1][0]).scroll_into_view_if_needed()
+    page.screenshot(path=shots / f"{stem}-student-last-error.png")
+
+
+def test_jupyterlab_starts_without_config_warnings(lab):
+    _, _, log = lab
+    text = log.read_text()
+    assert "db_assignments" not in text, "nbgrader_config.py sets an option nbgrader 0.9 does not know"
+    assert "Config option" not in text and "not recognized" not in text, text

@@ -1,0 +1,145 @@
+"""Throwaway virtual environments for the Colab and Binder tests, and a notebook runner.
+
+A notebook runs with ``nbclient`` from the test process against a kernel whose interpreter
+is the throwaway environment's python: what the notebook imports comes from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import torch
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+from notebook_tools import ROOT
+
+# The torch this test run uses: a CPU build that pip finds locally. An unpinned torch would
+# pull a multi-GB CUDA build.
+TORCH = f"torch=={torch.__version__}"
+# The kernel's own peak RSS in kB: VmHWM of its memory map. (Not ru_maxrss: Linux carries that
+# over exec from the process that started the kernel, whose size would be counted too.)
+PEAK_RSS_PROBE = (
+    "import re as _re\n"
+    "with open('/proc/self/status') as _f:\n"
+    "    print('PEAK_RSS_KB', _re.search(r'VmHWM:\\s+(\\d+)', _f.read()).group(1))"
+)
+
+
+def venv_env(python: Path) -> dict[str, str]:
+    """os.environ for running the throwaway venv's ``python``: its bin first, no PYTHONPATH.
+
+    (A PYTHONPATH of the developer's, or the lab's own venv, must not leak into it.)
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PATH"] = f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(python.parent.parent)
+    return env
+
+
+def pip_install(python: Path, *args: str) -> None:
+    cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=venv_env(python))
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def make_venv(path: Path, *requirement_groups: list[str]) -> Path:
+    """A fresh venv at ``path``; each group is one ``pip install`` (torch first); returns its python."""
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    python = path / "bin" / "python"
+    for group in requirement_groups:
+        pip_install(python, *group)
+    return python
+
+
+def copy_checkout(dest: Path, *extra: str) -> Path:
+    """pyproject.toml, README.md and lib/ (what a pip install of the repository reads), plus ``extra``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("pyproject.toml", "README.md", "lib", *extra):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest / name)
+    return dest
+
+
+def kernel_manager(tmp: Path, python: Path, env: dict[str, str]):
+    """A factory of kernel managers for a kernel running ``python`` with ``env`` added."""
+    name = f"venv-{abs(hash((str(python), tuple(sorted(env.items()))))) % 10**8}"
+    spec_dir = tmp / "kernels" / name
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": name,
+        "language": "python",
+        "env": env,
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return lambda: KernelManager(
+        kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp / "kernels")])
+    )
+
+
+def run_notebook(nb, new_km, cwd: Path, timeout: int = 300):
+    """Execute ``nb`` (all cells, errors allowed) in a fresh kernel from ``new_km()``.
+
+    Returns (errors, peak RSS in MB, seconds); ``errors`` lists ``(cell index, cell id, ename,
+    evalue)``. The peak RSS is the kernel process's own (``ru_maxrss``), read by one probe cell
+    appended at the end and removed again.
+    """
+    n_cells = len(nb.cells)
+    nb.cells.append(nbformat.v4.new_code_cell(PEAK_RSS_PROBE))
+    km = new_km()
+    start = time.perf_counter()
+    try:
+        NotebookClient(
+            nb, km=km, timeout=timeout, allow_errors=True, resources={"metadata": {"path": str(cwd)}}
+        ).execute()
+    finally:
+        if km.has_kernel:  # nbclient leaves a kernel it did not create running
+            km.shutdown_kernel(now=True)
+    seconds = time.perf_counter() - start
+    probe = nb.cells.pop()
+    assert n_cells == len(nb.cells)
+    text = "".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream")
+    peak_mb = int(text.split()[-1]) / 1024 if "PEAK_RSS_KB" in text else float("nan")
+    return errors_of(nb), peak_mb, seconds
+
+
+def errors_of(nb) -> list[tuple[int, str, str, str]]:
+    return [
+        (i, c.get("id"), o.ename, o.evalue)
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "error"
+    ]
+
+
+def stream_text(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def child_env(python: Path, **extra: str) -> dict[str, str]:
+    """The kernel's environment: the venv's bin first on PATH, the CPU, quick mode for long notebooks."""
+    env = {
+        "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(python.parent.parent),
+        "PYTHONPATH": "",  # empty: ignored by Python, and it hides the test run's own
+        "DPOLAB_DEVICE": "cpu",
+        "DPOLAB_QUICK": "1",
+    }
+    env.update(extra)
+    return env
