@@ -10,16 +10,37 @@ Pure functions on per-sequence log-probs (per-example losses) live beside them:
 :func:`simpo_loss`, and :func:`sequence_logps` extracts those log-probs from logits.
 """
 
-from .batching import PreferenceBatch, SequenceBatch, collate_preferences, pad_sequences
-from .data import PreferenceDatasetGenerator, PreferencePair, load_jsonl, save_jsonl
+from .data import (
+    PreferenceBatch,
+    PreferenceDatasetGenerator,
+    PreferencePair,
+    SequenceBatch,
+    collate_preferences,
+    load_jsonl,
+    pad_sequences,
+    save_jsonl,
+)
 from .device import get_device
-from .dpo import DPOLoss, dpo_loss
-from .ipo import IPOLoss, ipo_loss
-from .kto import KTOLoss, estimate_kl, kto_loss, mismatched_pairs
-from .logprobs import response_token_counts, sequence_logps, token_logps
-from .metrics import preference_metrics
-from .orpo import ORPOLoss, log1mexp, log_odds, orpo_odds_ratio_loss
-from .simpo import SimPOLoss, simpo_loss
+from .losses import (
+    DPOLoss,
+    IPOLoss,
+    KTOLoss,
+    ORPOLoss,
+    SimPOLoss,
+    dpo_loss,
+    estimate_kl,
+    ipo_loss,
+    kto_loss,
+    log1mexp,
+    log_odds,
+    mismatched_pairs,
+    orpo_odds_ratio_loss,
+    preference_metrics,
+    response_token_counts,
+    sequence_logps,
+    simpo_loss,
+    token_logps,
+)
 
 __version__ = "0.1.0"
 
