@@ -79,12 +79,16 @@ class ArithmeticTask:
         if not 0 < n_eval < len(carry_pairs):
             raise ValueError(f"n_eval must be in [1, {len(carry_pairs)}), got {n_eval}")
         # Hold out whole unordered pairs: neither a+b= nor b+a= is ever trained on.
-        held_out = set(carry_pairs[: (n_eval + 1) // 2])
-        self.eval_prompts = [
-            p for a, b in carry_pairs[: (n_eval + 1) // 2] for p in dict.fromkeys(_orders(a, b))
-        ][:n_eval]
-        self.train_prompts = [
-            p for pair in unordered if pair not in held_out for p in dict.fromkeys(_orders(*pair))
+        held_out: set[tuple[int, int]] = set()
+        self.eval_prompts: list[str] = []
+        for pair in carry_pairs:
+            if len(self.eval_prompts) >= n_eval:
+                break
+            held_out.add(pair)
+            self.eval_prompts.extend(_orders(*pair))
+        self.eval_prompts = self.eval_prompts[:n_eval]
+        self.train_prompts: list[str] = [
+            p for pair in unordered if pair not in held_out for p in _orders(*pair)
         ]
         rng.shuffle(self.train_prompts)
         self._rng_seed = rng.randrange(2**31)
@@ -166,4 +170,5 @@ class ArithmeticTask:
 
 
 def _orders(a: int, b: int) -> list[str]:
-    return [ArithmeticTask.prompt(a, b), ArithmeticTask.prompt(b, a)]
+    """``a+b=`` and ``b+a=`` (one prompt when a == b)."""
+    return list(dict.fromkeys([ArithmeticTask.prompt(a, b), ArithmeticTask.prompt(b, a)]))

@@ -96,7 +96,12 @@ def collate_preferences(
 
 
 def _text(index: int, record: Any, key: str) -> str:
-    value = record[key] if isinstance(record, Mapping) else getattr(record, key, None)
+    if isinstance(record, Mapping):
+        if key not in record:
+            raise ValueError(f"record {index} has no {key!r} key")
+        value = record[key]
+    else:
+        value = getattr(record, key, None)
     if not isinstance(value, str):
         raise ValueError(f"record {index}: {key!r} must be a str, got {type(value).__name__}")
     return value

@@ -19,9 +19,15 @@ from .preference import (
     preference_loss,
     train_preference,
 )
+from .recipe import LAB_RECIPE, Recipe, lab_recipe, quick_mode, run_sft
 from .sft import train_sft
 
 __all__ = [
+    "LAB_RECIPE",
+    "Recipe",
+    "lab_recipe",
+    "quick_mode",
+    "run_sft",
     "DEFAULT_BETA",
     "GPTConfig",
     "PreferenceRun",

@@ -156,24 +156,36 @@ def run_preference(
     loss: str = "dpo",
     method: str | None = None,
     pairs: Sequence[Any] | None = None,
+    recipe: Any = None,
     seed: int = 0,
+    track_task_metric: bool = False,
     **train_kwargs: Any,
 ) -> PreferenceRun:
     """Copy ``sft_model``, tune the copy with ``loss`` on ``task``'s pairs, measure it: one table row.
 
-    The SFT model is the reference and stays untouched. ``train_kwargs`` go to
-    :func:`~dpolab.training.preference.train_preference` (``beta``, ``nll_weight``, ``steps``,
-    ``batch_size``, ``lr``, ``device``, ``progress``, ``kl_every`` ...). ``method`` names the
-    row (default: the loss, with ``+NLL`` when ``nll_weight`` is set).
+    The SFT model is the reference and stays untouched. Steps, batch size and learning
+    rate come from ``recipe`` (default :func:`~dpolab.training.recipe.lab_recipe`);
+    ``train_kwargs`` override them and reach :func:`~dpolab.training.preference.train_preference`
+    (``beta``, ``nll_weight``, ``device``, ``progress``, ``eval_every`` ...).
+    ``track_task_metric`` adds the task metric on 64 held-out prompts to every evaluation
+    (``eval_every``). ``method`` names the row (default: the loss, ``+NLL`` with ``nll_weight``).
     """
+    from .recipe import lab_recipe
+
+    recipe = recipe or lab_recipe()
+    kwargs = {**recipe.train_kwargs(), **train_kwargs}
+    kwargs.setdefault("device", next(sft_model.parameters()).device)
+    if track_task_metric:
+        probe = task.eval_prompts[:64]
+        kwargs["eval_fn"] = lambda policy: {"task_metric": task.evaluate(policy, tokenizer, probe)}
     reference = sft_model
     reference.eval()
     policy = copy.deepcopy(sft_model)
     pairs = task.preference_pairs("train") if pairs is None else pairs
     if method is None:
-        method = loss.upper() + ("+NLL" if train_kwargs.get("nll_weight") else "")
+        method = loss.upper() + ("+NLL" if kwargs.get("nll_weight") else "")
     start = time.perf_counter()
-    history = train_preference(policy, reference, pairs, tokenizer, loss=loss, seed=seed, **train_kwargs)
+    history = train_preference(policy, reference, pairs, tokenizer, loss=loss, seed=seed, **kwargs)
     wall = time.perf_counter() - start
     scores = evaluate_policy(policy, reference, task, tokenizer, seed=seed)
     policy.eval()

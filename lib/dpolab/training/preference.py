@@ -16,8 +16,7 @@ for DPO, IPO, KTO, ORPO and SimPO, with an optional NLL term on the chosen respo
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -269,7 +268,8 @@ def train_preference(
     device: torch.device | str | None = None,
     progress: bool = True,
     simpo_gamma: float = 1.0,
-    kl_every: int = 0,
+    eval_every: int = 0,
+    eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     kl_prompts: Sequence[str] | None = None,
 ) -> dict[str, list[float]]:
     r"""Train ``policy`` on preference ``pairs`` with ``loss``; returns the per-step history.
@@ -286,14 +286,16 @@ def train_preference(
         nll_weight: α of an added NLL term on the chosen responses,
             :math:`\alpha\cdot(-\sum\log\pi(y_w\mid x)/\sum|y_w|)` (RPO; keeps the chosen
             likelihood from falling).
-        kl_every: every ``kl_every`` steps (and after the last), estimate
-            :math:`\mathrm{KL}(\pi_\theta\,\|\,\pi_\mathrm{ref})` with
-            :func:`~dpolab.training.evaluation.kl_to_reference` on ``kl_prompts``
-            (default: up to 64 prompts of ``pairs``); needs a reference model. 0: never.
+        eval_every: every ``eval_every`` steps (and after the last; 0: never), record
+            ``"eval_step"``, an estimate of :math:`\mathrm{KL}(\pi_\theta\,\|\,\pi_\mathrm{ref})`
+            (``"kl"``: :func:`~dpolab.training.evaluation.kl_to_reference` on ``kl_prompts``,
+            default up to 64 prompts of ``pairs``; only with a reference model) and whatever
+            ``eval_fn(policy)`` returns (e.g. the task metric). It runs inside the loop
+            (its time counts in a run's wall time), so keep it small.
 
     Returns ``{"step", "loss", "accuracy", "chosen_reward", "rejected_reward",
     "reward_margin", "chosen_log_prob", "rejected_log_prob", "lr"}`` (one value per step)
-    plus ``"kl_step"`` and ``"kl"`` when ``kl_every`` is set. Batches are drawn with a
+    plus ``"eval_step"``, ``"kl"`` and ``eval_fn``'s keys when ``eval_every`` is set. Batches are drawn with a
     generator seeded by ``seed`` (``torch.manual_seed(seed)`` is set too, for dropout
     and KTO); AdamW with warm-up and cosine decay.
     """
@@ -333,16 +335,10 @@ def train_preference(
         ref_model.eval()
         ref_kl = sequence_logps_of(ref_model, kl_rows)
         ref_model.train(was_training)
-    if kl_every and ref_model is None:
-        raise ValueError("kl_every needs reference to be a model")
-    if kl_every:
+    if eval_every and ref_model is not None:
         from .evaluation import kl_to_reference
 
-        kl_prompts = (
-            list(kl_prompts)
-            if kl_prompts is not None
-            else list(dict.fromkeys(p for p in _prompts(pairs)))[:64]
-        )
+        kl_prompts = list(kl_prompts) if kl_prompts is not None else list(dict.fromkeys(_prompts(pairs)))[:64]
         max_new = max(len(r) for r in data.chosen + data.rejected) + 1
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
@@ -351,8 +347,8 @@ def train_preference(
     )
     generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {k: [] for k in ("step", *METRIC_KEYS, "lr")}
-    if kl_every:
-        history["kl_step"], history["kl"] = [], []
+    if eval_every:
+        history["eval_step"] = []
     policy.train()
     for step in progress_bar(steps, progress, loss.upper() + (f"+NLL({nll_weight:g})" if nll_weight else "")):
         rows = torch.randint(len(data), (min(batch_size, len(data)),), generator=generator).to(device)
@@ -391,18 +387,20 @@ def train_preference(
             history[key].append(value)
         history["step"].append(step)
         history["lr"].append(scheduler.get_last_lr()[0])
-        if kl_every and ((step + 1) % kl_every == 0 or step == steps - 1):
-            kl = kl_to_reference(policy, ref_model, tokenizer, kl_prompts, max_new, device=device, seed=seed)
-            history["kl_step"].append(step)
-            history["kl"].append(kl)
+        if eval_every and ((step + 1) % eval_every == 0 or step == steps - 1):
+            history["eval_step"].append(step)
+            scores = {}
+            if ref_model is not None:
+                scores["kl"] = kl_to_reference(
+                    policy, ref_model, tokenizer, kl_prompts, max_new, device, seed=seed
+                )
+            if eval_fn is not None:
+                scores.update(eval_fn(policy))
+            for key, value in scores.items():
+                history.setdefault(key, []).append(float(value))
+            policy.train()
     return history
 
 
 def _prompts(pairs: Sequence[Any]) -> list[str]:
     return [p["prompt"] if isinstance(p, dict) else p.prompt for p in pairs]
-
-
-def seeded(seed: int) -> None:
-    """Seed Python's and torch's global generators (model initialisation uses torch's)."""
-    random.seed(seed)
-    torch.manual_seed(seed)
