@@ -36,7 +36,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--all", action="store_true", help="also IPO, KTO, ORPO and SimPO")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = dpolab.get_device()
     recipe = dpolab.LAB_RECIPE
     methods = {**METHODS, **(VARIANTS if args.all else {})}
