@@ -319,3 +319,33 @@ def test_kl_is_zero_against_itself_and_matches_the_exact_kl():
             exact += float(lp[t].exp() * (lp2.exp() * (lp2 - lq2)).sum())
     estimate = kl_to_reference(policy, reference, tok, ["a"] * 4000, max_new_tokens=2, seed=0)
     assert estimate == pytest.approx(exact, rel=0.05)
+
+
+def test_the_quick_recipe_runs_sft_and_a_results_row_end_to_end():
+    import dataclasses
+
+    from dpolab import LAB_RECIPE, run_preference, run_sft
+
+    recipe = dataclasses.replace(LAB_RECIPE.quick(), sft_steps=30, steps=10, n_eval=32, n_embd=64)
+    task = recipe.task(seed=0)
+    tok = CharTokenizer()
+    sft, history = run_sft(task, tok, recipe, seed=0, progress=False)
+    assert len(history["loss"]) == recipe.sft_steps and history["loss"][-1] < history["loss"][0]
+    before = [p.detach().clone() for p in sft.parameters()]
+    run = run_preference(
+        sft,
+        task,
+        tok,
+        loss="dpo",
+        nll_weight=1.0,
+        recipe=recipe,
+        progress=False,
+        eval_every=5,
+        track_task_metric=True,
+    )
+    assert run.method == "DPO+NLL" and len(run.history["loss"]) == recipe.steps
+    assert len(run.history["task_metric"]) == len(run.history["kl"]) == len(run.history["eval_step"]) == 2
+    assert 0 <= run.task_metric <= 1 and 0 <= run.reward_accuracy <= 1 and run.kl >= 0 and run.wall_time_s > 0
+    assert set(run.row()) == {"method", "task_metric", "reward_accuracy", "kl", "wall_time_s"}
+    # the SFT model is the reference: it must come back untouched
+    assert all(torch.equal(a, b) for a, b in zip(before, sft.parameters(), strict=True))

@@ -3,6 +3,12 @@
 Built in code, nothing downloaded, so TRL's ``DPOTrainer`` can train on the lab's pairs
 offline. Needs ``transformers`` (and TRL for the trainer): ``pip install "dpolab[trl]"``.
 The imports are inside the functions, so ``import dpolab`` works without them.
+
+With TRL 1.16's ``DPOTrainer`` on a CPU, pass ``ref_model=`` explicitly (it cannot reload
+a model built in code by name) and, to compare with the lab in float32, ``bf16=False``:
+``DPOConfig`` turns bf16 autocast on wherever the CPU supports it, for the policy and the
+reference alike, which moves log-probs by about 1e-4. ``gradient_checkpointing=False``
+saves it a second forward that a model this small does not need.
 """
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ class Recipe:
     sloppy_rate: float = 0.8
     n_eval: int = 256
     # SFT
-    sft_steps: int = 600
+    sft_steps: int = 1000
     sft_batch_size: int = 64
-    sft_lr: float = 3e-3
+    sft_lr: float = 1e-3
     # preference training: the same budget for every loss
     steps: int = 150
     batch_size: int = 32
