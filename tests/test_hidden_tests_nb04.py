@@ -174,6 +174,10 @@ ALTERNATIVES = [
         chosen_logps, rejected_logps = logps.chunk(2)
         return chosen_logps.float(), rejected_logps.float()
     """, 4)),
+    case(NB4, "concat-passes-attention-mask", CONCAT, "logits = model(input_ids)  # the one forward", body("""
+        attention_mask = torch.cat([pad(chosen.attention_mask), pad(rejected.attention_mask)])
+        logits = model(input_ids, attention_mask=attention_mask)
+    """, 4).strip()),
     case(NB4, "concat-pad-wider-than-needed", CONCAT,
          "width = max(chosen.input_ids.shape[1], rejected.input_ids.shape[1])",
          "width = max(chosen.input_ids.shape[1], rejected.input_ids.shape[1]) + 3"),
