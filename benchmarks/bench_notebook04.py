@@ -35,7 +35,24 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run(path: Path, autograde: bool) -> tuple[float, float]:
+def cell_seconds(nb) -> list[tuple[float, int, str]]:
+    """(seconds, index, first line) of every executed code cell, from nbclient's timing metadata."""
+    from datetime import datetime
+
+    out = []
+    for i, cell in enumerate(nb.cells):
+        timing = cell.get("metadata", {}).get("execution", {})
+        start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+        if cell.cell_type == "code" and start and end:
+            seconds = (
+                datetime.fromisoformat(end.rstrip("Z")) - datetime.fromisoformat(start.rstrip("Z"))
+            ).total_seconds()
+            first = next((line for line in cell.source.splitlines() if line.strip()), "")
+            out.append((seconds, i, first[:70]))
+    return out
+
+
+def run(path: Path, autograde: bool) -> tuple[float, float, list[tuple[float, int, str]]]:
     nb = nbformat.read(path, as_version=4)
     env_before = os.environ.get("NBGRADER_EXECUTION")
     if autograde:
@@ -70,7 +87,7 @@ def run(path: Path, autograde: bool) -> tuple[float, float]:
                 os.environ.pop("NBGRADER_EXECUTION", None)
             else:
                 os.environ["NBGRADER_EXECUTION"] = env_before
-    return elapsed, peak[0]
+    return elapsed, peak[0], cell_seconds(nb)
 
 
 def main() -> None:
@@ -86,13 +103,16 @@ def main() -> None:
             raise SystemExit(f"no 04_*.ipynb in {SOLUTIONS}: pass the notebook's path")
         path = found[0]
     os.environ.setdefault("DPOLAB_DEVICE", "cpu")
-    elapsed, peak = run(path, args.autograde)
+    elapsed, peak, cells = run(path, args.autograde)
     mode = "autograde (NBGRADER_EXECUTION=autograde)" if args.autograde else "full run"
     target = "30 s" if args.autograde else "150 s, 1.5 GB"
     print(
         f"{path.name} [{mode}], {os.cpu_count()} CPUs: {elapsed:.1f} s (kernel start + every cell), "
         f"kernel peak RSS {peak:.0f} MiB   (targets: {target})"
     )
+    print("slowest cells:")
+    for seconds, index, first in sorted(cells, reverse=True)[:8]:
+        print(f"  {seconds:7.1f} s  cell {index:>3}  {first}")
 
 
 if __name__ == "__main__":

@@ -169,13 +169,13 @@ def test_precompute_matches_the_forward_without_grad_and_restores_the_mode():
 
 @pytest.mark.parametrize("loss", ["dpo", "kto"])
 def test_the_reference_is_scored_once_however_many_steps(loss):
-    data = pairs(100)
+    data = pairs(300)
     calls = []
     for steps in (2, 6):
         ref = CountingLM(tiny(seed=1))
         train_preference(tiny(), ref, data, TOK, loss=loss, steps=steps, batch_size=8, progress=False)
         calls.append(ref.calls)
-    # 100 pairs in batches of 64 (two forwards of chosen+rejected), + KTO's mismatched rows (one)
+    # 300 pairs in batches of 256 (two forwards of chosen+rejected), + KTO's mismatched rows (one)
     assert calls == [2 + (loss == "kto")] * 2
 
 

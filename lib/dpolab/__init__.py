@@ -8,6 +8,13 @@ Exercise classes (same names and signatures as in the notebooks)::
 Pure functions on per-sequence log-probs (per-example losses) live beside them:
 :func:`dpo_loss`, :func:`ipo_loss`, :func:`kto_loss`, :func:`orpo_odds_ratio_loss`,
 :func:`simpo_loss`, and :func:`sequence_logps` extracts those log-probs from logits.
+
+Notebook 04 trains a model: :class:`TinyGPT`, :class:`CharTokenizer`, :class:`ArithmeticTask`,
+:func:`train_sft`, :func:`concatenated_logps`, :func:`dpo_train_step`,
+:func:`precompute_reference_logps`, :func:`train_preference`, :func:`run_preference`.
+
+Subpackages: :mod:`dpolab.losses`, :mod:`dpolab.data`, :mod:`dpolab.training`; every public
+name is re-exported here, so ``from dpolab import ...`` does not depend on the layout.
 """
 
 from .data import (

@@ -63,7 +63,11 @@ def tiny_llama(
     eos_token_id: int = 1,
     seed: int = 0,
 ) -> Any:
-    """A randomly initialised ``LlamaForCausalLM`` (float32, eager-free SDPA attention, tied embeddings), in eval-free train mode."""
+    """A randomly initialised ``LlamaForCausalLM``: float32, tied embeddings, no BOS, initialised from ``seed``.
+
+    Only the initialisation is seeded (torch's global generator is restored afterwards).
+    ``intermediate_size`` defaults to 4 × ``hidden_size``, as in :class:`~dpolab.TinyGPT`.
+    """
     transformers = _require("transformers")
     torch = _require("torch")
     config = transformers.LlamaConfig(

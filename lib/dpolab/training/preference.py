@@ -315,7 +315,7 @@ def train_preference(
     # --- the reference, scored once --------------------------------------------------
     if ref_model is not None:
         ref_model.to(device)
-        ref_chosen, ref_rejected = precompute_reference_logps(ref_model, data.batches(max(batch_size, 64)))
+        ref_chosen, ref_rejected = precompute_reference_logps(ref_model, data.batches(max(batch_size, 256)))
     elif reference is not None:
         ref_chosen, ref_rejected = (torch.as_tensor(t, device=device).detach() for t in reference)
         if ref_chosen.shape != (len(data),) or ref_rejected.shape != (len(data),):
