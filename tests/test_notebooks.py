@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import os
-
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -30,8 +28,13 @@ def course(tmp_path_factory):
     return make_course(tmp_path_factory.mktemp("nbgrader"))
 
 
-def test_three_notebooks():
-    assert NOTEBOOKS == ["01_dpo_loss.ipynb", "02_dpo_variants.ipynb", "03_preference_data.ipynb"]
+def test_four_notebooks():
+    assert NOTEBOOKS == [
+        "01_dpo_loss.ipynb",
+        "02_dpo_variants.ipynb",
+        "03_preference_data.ipynb",
+        "04_train_with_dpo.ipynb",
+    ]
     assert sorted(p.name for p in RELEASE.glob("*.ipynb")) == NOTEBOOKS
 
 
@@ -73,8 +76,10 @@ def test_release_has_no_solution_no_hidden_test_no_output(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_student_notebook_runs_with_only_not_implemented_errors(tmp_path, name):
+def test_student_notebook_runs_with_only_not_implemented_errors(tmp_path, monkeypatch, name):
     nb = nbformat.read(RELEASE / name, as_version=4)
+    monkeypatch.setenv("DPOLAB_DEVICE", "cpu")
+    monkeypatch.setenv("DPOLAB_QUICK", "1")  # notebook 04's training cells: a few steps, as when grading
     client = NotebookClient(
         nb,
         timeout=120,
@@ -82,7 +87,6 @@ def test_student_notebook_runs_with_only_not_implemented_errors(tmp_path, name):
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
     )
-    os.environ["DPOLAB_DEVICE"] = "cpu"
     client.execute()
     errors = [
         (c.id, o.ename, o.evalue)
@@ -109,10 +113,27 @@ PLANTED = {
         )
     },
     "03_preference_data.ipynb": {"generator_answer": (">= self.min_score_diff", "> self.min_score_diff")},
+    # one bug per function: 4a's must not cost the step's points (they use a known-good 4a)
+    "04_train_with_dpo.ipynb": {
+        "concatenated_logps_answer": ("return logps[:n], logps[n:]", "return logps[n:], logps[:n]"),
+        "dpo_train_step_answer": ("(margins > 0)", "(margins >= 0)"),
+    },
 }
-PLANTED_LOSES = {"test_metrics", "test_kto", "test_scored_pairs"}
+PLANTED_LOSES = {
+    "test_metrics",
+    "test_kto",
+    "test_scored_pairs",
+    "test_concatenated_logps",
+    "test_step_metrics",
+}
 CHEATER = {
-    "01_dpo_loss.ipynb": {"dpo_loss_answer": ("*", "from dpolab import DPOLoss  # the reference, not my own")}
+    "01_dpo_loss.ipynb": {
+        "dpo_loss_answer": ("*", "from dpolab import DPOLoss  # the reference, not my own")
+    },
+    "04_train_with_dpo.ipynb": {
+        "concatenated_logps_answer": ("*", "from dpolab import concatenated_logps  # the reference"),
+        "dpo_train_step_answer": ("*", "from dpolab import dpo_train_step  # the reference"),
+    },
 }
 
 
@@ -156,6 +177,7 @@ def test_grade_cells_and_points(grades):
         "test_log_probs": 3, "test_dpo_loss": 3, "test_label_smoothing": 2, "test_reference_free": 1, "test_metrics": 2,
         "test_ipo": 2, "test_kl_estimate": 1, "test_kto": 3, "test_orpo": 3, "test_simpo": 2,
         "test_pair": 1, "test_scorers": 1, "test_scored_pairs": 3, "test_single_responses": 3, "test_validate_export": 2,
+        "test_concatenated_logps": 3, "test_dpo_train_step": 3, "test_step_metrics": 2,
     }  # fmt: skip
 
 
@@ -176,13 +198,16 @@ def test_planted_bugs_lose_exactly_their_part(grades):
 
 
 def test_importing_the_reference_earns_nothing(grades):
-    notebook_01 = {
+    cheated = {
         "test_log_probs",
         "test_dpo_loss",
         "test_label_smoothing",
         "test_reference_free",
         "test_metrics",
+        "test_concatenated_logps",
+        "test_dpo_train_step",
+        "test_step_metrics",
     }
     for name, (score, max_score) in grades["cheater"].items():
-        expected = 0 if name in notebook_01 else max_score
+        expected = 0 if name in cheated else max_score
         assert score == expected, f"{name}: {score}/{max_score}, expected {expected}"

@@ -8,9 +8,11 @@ student could pass them by importing the reference instead of writing it;
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -23,18 +25,40 @@ class ReferenceUsedError(AssertionError):
     """The code under test called into ``dpolab`` instead of implementing the exercise."""
 
 
-def run_own_code(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _source_file(obj: Any) -> str:
+    """The file that defines ``obj``: a module, a class, a function, or an instance's class."""
+    if isinstance(obj, str):
+        return os.path.abspath(obj)
+    if not (inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isroutine(obj)):
+        obj = type(obj)
+    return os.path.abspath(inspect.getfile(obj))
+
+
+def run_own_code(fn: Callable[..., Any], *args: Any, allow: Iterable[Any] = (), **kwargs: Any) -> Any:
     """Call ``fn(*args, **kwargs)`` and fail if it runs any of dpolab's reference code.
 
     Raises :class:`ReferenceUsedError` (an ``AssertionError``: no points) naming the
     reference function that ran.
+
+    ``allow`` lists dpolab code the exercise may run, given as modules, classes, functions
+    or instances (an instance stands for its class): calls into the files that define them
+    are not flagged, nor is anything those calls run in turn. Notebook 04 passes the model
+    under test here: a student's training step must run ``TinyGPT``, which lives in dpolab.
     """
+    allowed = {_source_file(a) for a in allow}
     used: list[str] = []
+    inside: list[Any] = []  # frames of allowed code that are running
 
     def profiler(frame, event, arg):  # called by the interpreter on every Python call
+        if inside:
+            if event == "return" and frame is inside[-1]:
+                inside.pop()
+            return
         if event == "call" and not used:
             filename = os.path.abspath(frame.f_code.co_filename)
-            if filename.startswith(_PACKAGE_DIR) and filename != _THIS_FILE:
+            if filename in allowed:
+                inside.append(frame)
+            elif filename.startswith(_PACKAGE_DIR) and filename != _THIS_FILE:
                 used.append(f"{os.path.basename(filename)}:{frame.f_code.co_name}")
 
     previous = sys.getprofile()
@@ -84,7 +108,7 @@ def batch_with_logps(
     vocabulary of 2. ``logits[:, 0] = [0, logit(p)]`` with ``p = exp(logp)``, so that
     ``log softmax(logits[:, 0])[1] = logp`` exactly: tests can pick the log-probs they need.
     """
-    from .orpo import log1mexp
+    from .losses.orpo import log1mexp
 
     logps = torch.as_tensor(logps, dtype=torch.float64).reshape(-1)
     if (logps >= 0).any():
@@ -99,7 +123,7 @@ def batch_with_logps(
 def _plain_sequence_logps(
     logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor
 ) -> torch.Tensor:
-    # Written out here (not a call into dpolab.logprobs) so that run_own_code does not flag it.
+    # Written out here (not a call into dpolab.losses.logprobs) so that run_own_code does not flag it.
     logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
     mask = loss_mask[:, 1:].bool()
     targets = labels[:, 1:].masked_fill(~mask, 0)
@@ -120,3 +144,115 @@ def with_correct_log_probs(loss_class: type) -> type:
 
     WithCorrectLogProbs.__name__ = WithCorrectLogProbs.__qualname__ = loss_class.__name__
     return WithCorrectLogProbs
+
+
+# --------------------------------------------------------------------------- notebook 04
+# Helpers for the tests of Exercise 4 (a training step). Everything here runs outside the
+# guard's reach (this module is exempt), so the tests can plug in known-good pieces.
+
+
+class CountingLM(torch.nn.Module):
+    """Wraps a causal LM and records the shape of ``input_ids`` at each forward call.
+
+    ``calls`` lists those shapes: one concatenated forward over B pairs shows as one
+    ``(2B, T)`` entry; separate chosen and rejected forwards show as two ``(B, T_i)`` entries.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(tuple(input_ids.shape))
+        return self.model(input_ids, *args, **kwargs)
+
+
+def _logits_of(output: Any) -> torch.Tensor:
+    return getattr(output, "logits", output)  # Hugging Face models return an object with .logits
+
+
+def plain_concatenated_logps(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Known-good ``concatenated_logps`` (one forward over chosen and rejected, stacked).
+
+    Written out here, not a call into dpolab's training code, so that run_own_code does not
+    flag it when a test plugs it into a student's ``dpo_train_step``.
+    """
+    chosen, rejected = batch.chosen, batch.rejected
+    width = max(chosen.input_ids.shape[1], rejected.input_ids.shape[1])
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+
+    input_ids = torch.cat([pad(chosen.input_ids), pad(rejected.input_ids)])
+    loss_mask = torch.cat([pad(chosen.loss_mask), pad(rejected.loss_mask)])
+    logps = _plain_sequence_logps(_logits_of(model(input_ids)), input_ids, loss_mask)
+    n = chosen.input_ids.shape[0]
+    return logps[:n], logps[n:]
+
+
+def separate_logps(
+    model: torch.nn.Module, batch: Any, shift: bool = True, mask: str = "loss_mask", average: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-probs from two separate forwards (chosen, then rejected): the tests' oracle.
+
+    The defaults give the right answer. ``shift=False`` (scores token t with the logits at t),
+    ``mask="attention_mask"`` (counts the prompt) and ``average=True`` (mean over tokens) give
+    the answers of typical mistakes, so that a visible test can say which one was made.
+    """
+    out = []
+    for side in (batch.chosen, batch.rejected):
+        logits = _logits_of(model(side.input_ids))
+        ids, m = side.input_ids, getattr(side, mask)
+        if not shift:  # logits one step later than the tokens: position t then scores token t
+            logits = torch.nn.functional.pad(logits, (0, 0, 0, 1))
+            ids, m = (torch.nn.functional.pad(t, (1, 0)) for t in (ids, m))
+        logps = _plain_sequence_logps(logits, ids, m)
+        if average:
+            logps = logps / m[:, 1:].sum(-1).clamp(min=1)
+        out.append(logps)
+    return out[0], out[1]
+
+
+def with_correct_concatenated_logps(step_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of ``step_fn`` that sees a known-good ``concatenated_logps`` among its globals.
+
+    The tests of ``dpo_train_step`` use it, so that they grade the step alone: a bug in the
+    student's ``concatenated_logps`` costs that function's points, not the step's too. (A
+    step that does not call ``concatenated_logps`` is graded as written.)
+    """
+    namespace = {**step_fn.__globals__, "concatenated_logps": plain_concatenated_logps}
+    checked = types.FunctionType(
+        step_fn.__code__, namespace, step_fn.__name__, step_fn.__defaults__, step_fn.__closure__
+    )
+    checked.__kwdefaults__ = step_fn.__kwdefaults__
+    return checked
+
+
+def random_preference_batch(
+    batch: int = 3,
+    vocab_size: int = 11,
+    prompt_len: tuple[int, int] = (2, 5),
+    chosen_len: tuple[int, int] = (1, 6),
+    rejected_len: tuple[int, int] = (1, 6),
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> Any:
+    """A seeded :class:`~dpolab.PreferenceBatch` of random token ids, lengths drawn per row.
+
+    Lengths are drawn uniformly from the inclusive ranges, so rows differ and the chosen and
+    rejected sides usually have different widths. Token ids avoid 0 (the padding id).
+    """
+    from . import collate_preferences  # the package, wherever the module lives
+
+    g = torch.Generator().manual_seed(seed)
+
+    def rows(lengths: tuple[int, int]) -> list[list[int]]:
+        out = []
+        for _ in range(batch):
+            n = int(torch.randint(lengths[0], lengths[1] + 1, (1,), generator=g))
+            out.append(torch.randint(1, vocab_size, (n,), generator=g).tolist())
+        return out
+
+    prompts, chosen, rejected = rows(prompt_len), rows(chosen_len), rows(rejected_len)
+    return collate_preferences(prompts, chosen, rejected, pad_token_id=0).to(device)
