@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_per_example, check_token_inputs, upcast
+from ._checks import check_per_example, check_token_inputs, upcast
 from .logprobs import sequence_logps
 from .metrics import preference_metrics
 

@@ -1,4 +1,4 @@
-"""Input checks shared by every module.
+"""Input checks shared by every loss module.
 
 Each helper raises a ``ValueError`` whose message starts with the argument's name, so a
 student (or a training script) sees at once *which* tensor is wrong and how.
