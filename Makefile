@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test lint format bench release
+.PHONY: lab test lint format bench bench-train release gpu-check
 
 lab:
 	VENV=$(VENV) scripts/setup.sh lab
@@ -25,6 +25,18 @@ lint format:
 
 bench:
 	$(BIN)/python benchmarks/bench_logprobs.py
+
+# Notebook 04's figures (issue 7): the 3-seed SFT/DPO/variants table, the DPO step against TRL
+# and a four-forward step (with MFU), and notebook 04's wall time and peak RSS (full and autograde).
+bench-train:
+	$(BIN)/python benchmarks/bench_task_seeds.py --all
+	$(BIN)/python benchmarks/bench_dpo_step.py
+	$(BIN)/python benchmarks/bench_notebook04.py
+	$(BIN)/python benchmarks/bench_notebook04.py --autograde
+
+# On a machine with a CUDA GPU: tests, solution notebooks and notebook 04's experiment on CUDA.
+gpu-check:
+	scripts/gpu_check.sh
 
 # Course authors: re-execute solutions/ and regenerate the student release in notebooks/.
 release:

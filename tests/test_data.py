@@ -1,4 +1,4 @@
-"""Tests for dpolab.data: pair generation, validation and the JSONL format."""
+"""Tests for dpolab.data.preferences: pair generation, validation and the JSONL format."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from dpolab.data import (
+from dpolab.data.preferences import (
     FILLERS,
     REFUSAL,
     PreferenceDatasetGenerator,

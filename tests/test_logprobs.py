@@ -17,7 +17,7 @@ from dpolab import (
     sequence_logps,
     token_logps,
 )
-from dpolab import logprobs as logprobs_module
+from dpolab.losses import logprobs as logprobs_module
 
 
 def naive_sequence_logps(logits, labels, mask, average=False):

@@ -33,13 +33,13 @@ from trl.experimental.orpo import ORPOTrainer
 from trl.experimental.orpo.orpo_trainer import log1mexp as trl_log1mexp
 from trl.trainer.utils import FusedCausalLMOutput, selective_log_softmax
 
-from dpolab.dpo import DPOLoss, dpo_loss
-from dpolab.ipo import ipo_loss
-from dpolab.kto import estimate_kl, kto_loss
-from dpolab.logprobs import response_token_counts, sequence_logps, token_logps
-from dpolab.metrics import preference_metrics
-from dpolab.orpo import log1mexp, orpo_odds_ratio_loss
-from dpolab.simpo import simpo_loss
+from dpolab.losses.dpo import DPOLoss, dpo_loss
+from dpolab.losses.ipo import ipo_loss
+from dpolab.losses.kto import estimate_kl, kto_loss
+from dpolab.losses.logprobs import response_token_counts, sequence_logps, token_logps
+from dpolab.losses.metrics import preference_metrics
+from dpolab.losses.orpo import log1mexp, orpo_odds_ratio_loss
+from dpolab.losses.simpo import simpo_loss
 
 TRL_VERSION = "1.16.0"
 if trl.__version__ != TRL_VERSION:
@@ -57,7 +57,7 @@ TOL = {
 DTYPES = [pytest.param(torch.float32, id="float32"), pytest.param(torch.float64, id="float64")]
 SEEDS = [0, 1, 2]
 
-# TRL's name for each of dpolab.metrics.preference_metrics' keys (DPOTrainer._metrics[mode]).
+# TRL's name for each of dpolab.losses.metrics.preference_metrics' keys (DPOTrainer._metrics[mode]).
 TRL_METRIC_NAMES = {
     "chosen_reward": "rewards/chosen",
     "rejected_reward": "rewards/rejected",

@@ -10,45 +10,118 @@ Pure functions on per-sequence log-probs (per-example losses) live beside them:
 :func:`simpo_loss`, and :func:`sequence_logps` extracts those log-probs from logits.
 """
 
-from .batching import PreferenceBatch, SequenceBatch, collate_preferences, pad_sequences
-from .data import PreferenceDatasetGenerator, PreferencePair, load_jsonl, save_jsonl
+from .data import (
+    ArithmeticTask,
+    CharTokenizer,
+    PreferenceBatch,
+    PreferenceDatasetGenerator,
+    PreferencePair,
+    SequenceBatch,
+    collate_preferences,
+    encode_examples,
+    encode_pairs,
+    load_jsonl,
+    pad_sequences,
+    save_jsonl,
+)
 from .device import get_device
-from .dpo import DPOLoss, dpo_loss
-from .ipo import IPOLoss, ipo_loss
-from .kto import KTOLoss, estimate_kl, kto_loss, mismatched_pairs
-from .logprobs import response_token_counts, sequence_logps, token_logps
-from .metrics import preference_metrics
-from .orpo import ORPOLoss, log1mexp, log_odds, orpo_odds_ratio_loss
-from .simpo import SimPOLoss, simpo_loss
+from .losses import (
+    DPOLoss,
+    IPOLoss,
+    KTOLoss,
+    ORPOLoss,
+    SimPOLoss,
+    dpo_loss,
+    estimate_kl,
+    ipo_loss,
+    kto_loss,
+    log1mexp,
+    log_odds,
+    mismatched_pairs,
+    orpo_odds_ratio_loss,
+    preference_metrics,
+    response_token_counts,
+    sequence_logps,
+    simpo_loss,
+    token_logps,
+)
+from .training import (
+    DEFAULT_BETA,
+    LAB_RECIPE,
+    GPTConfig,
+    PreferenceRun,
+    Recipe,
+    TinyGPT,
+    complete,
+    concatenated_logps,
+    dpo_train_step,
+    evaluate_policy,
+    generate,
+    kl_to_reference,
+    lab_recipe,
+    precompute_reference_logps,
+    preference_loss,
+    quick_mode,
+    reward_accuracy,
+    run_preference,
+    run_sft,
+    train_preference,
+    train_sft,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArithmeticTask",
+    "CharTokenizer",
+    "DEFAULT_BETA",
     "DPOLoss",
+    "GPTConfig",
     "IPOLoss",
     "KTOLoss",
+    "LAB_RECIPE",
     "ORPOLoss",
     "PreferenceBatch",
     "PreferenceDatasetGenerator",
     "PreferencePair",
+    "PreferenceRun",
+    "Recipe",
     "SequenceBatch",
     "SimPOLoss",
+    "TinyGPT",
     "collate_preferences",
+    "complete",
+    "concatenated_logps",
     "dpo_loss",
+    "dpo_train_step",
+    "encode_examples",
+    "encode_pairs",
     "estimate_kl",
+    "evaluate_policy",
+    "generate",
     "get_device",
     "ipo_loss",
+    "kl_to_reference",
     "kto_loss",
+    "lab_recipe",
     "load_jsonl",
     "log1mexp",
     "log_odds",
     "mismatched_pairs",
     "orpo_odds_ratio_loss",
     "pad_sequences",
+    "precompute_reference_logps",
+    "preference_loss",
     "preference_metrics",
+    "quick_mode",
     "response_token_counts",
+    "reward_accuracy",
+    "run_preference",
+    "run_sft",
     "save_jsonl",
     "sequence_logps",
     "simpo_loss",
     "token_logps",
+    "train_preference",
+    "train_sft",
 ]

@@ -84,7 +84,7 @@ def batch_with_logps(
     vocabulary of 2. ``logits[:, 0] = [0, logit(p)]`` with ``p = exp(logp)``, so that
     ``log softmax(logits[:, 0])[1] = logp`` exactly: tests can pick the log-probs they need.
     """
-    from .orpo import log1mexp
+    from .losses.orpo import log1mexp
 
     logps = torch.as_tensor(logps, dtype=torch.float64).reshape(-1)
     if (logps >= 0).any():
@@ -99,7 +99,7 @@ def batch_with_logps(
 def _plain_sequence_logps(
     logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor
 ) -> torch.Tensor:
-    # Written out here (not a call into dpolab.logprobs) so that run_own_code does not flag it.
+    # Written out here (not a call into dpolab.losses.logprobs) so that run_own_code does not flag it.
     logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
     mask = loss_mask[:, 1:].bool()
     targets = labels[:, 1:].masked_fill(~mask, 0)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .dpo import dpo_loss
+from .losses.dpo import dpo_loss
 
 
 def dpo_loss_and_weight(margins: torch.Tensor, beta: float, label_smoothing: float = 0.0):

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._checks import check_float, upcast
+from .._checks import check_float, upcast
 
 
 def _as_bool(name: str, mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

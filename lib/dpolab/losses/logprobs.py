@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_token_inputs, upcast
+from .._checks import check_token_inputs, upcast
 
 # Logits handled at once, in elements: 1M (4 MiB in float32) stays in a CPU's cache;
 # a GPU prefers fewer, larger kernel launches, so it takes 64 times more.

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_per_example, check_token_inputs, upcast
+from .._checks import check_per_example, check_token_inputs, upcast
 from .logprobs import sequence_logps
 from .metrics import preference_metrics
 
@@ -64,7 +64,7 @@ class DPOLoss(nn.Module):
     """DPO loss on model logits: the class students write in Exercise 1.
 
     ``forward`` returns ``(loss, metrics)``: the batch-mean loss and the detached
-    metrics of :func:`dpolab.metrics.preference_metrics` plus ``loss``.
+    metrics of :func:`dpolab.losses.metrics.preference_metrics` plus ``loss``.
     """
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0, reference_free: bool = False):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_per_example, check_token_inputs, upcast
+from .._checks import check_per_example, check_token_inputs, upcast
 from .logprobs import response_token_counts, sequence_logps
 
 _LN2 = math.log(2.0)

@@ -7,8 +7,9 @@ needs) and the **loss mask** (1 on response tokens only, what the log-probs sum 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -92,3 +93,64 @@ def collate_preferences(
         pad_sequences(prompts, chosen, pad_token_id, max_length),
         pad_sequences(prompts, rejected, pad_token_id, max_length),
     )
+
+
+def _text(index: int, record: Any, key: str) -> str:
+    if isinstance(record, Mapping):
+        if key not in record:
+            raise ValueError(f"record {index} has no {key!r} key")
+        value = record[key]
+    else:
+        value = getattr(record, key, None)
+    if not isinstance(value, str):
+        raise ValueError(f"record {index}: {key!r} must be a str, got {type(value).__name__}")
+    return value
+
+
+def encode_examples(
+    examples: Sequence[tuple[str, str]], tokenizer: Any
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids of each (prompt, response) example; every response ends with the tokenizer's EOS.
+
+    ``tokenizer`` needs ``encode(str) -> list[int]`` and ``eos_token_id`` (the lab's
+    :class:`~dpolab.data.tokenizer.CharTokenizer`, or a Hugging Face tokenizer without
+    special tokens added by ``encode``).
+    """
+    prompts, responses = [], []
+    for i, example in enumerate(examples):
+        if not (isinstance(example, Sequence) and len(example) == 2):
+            raise ValueError(f"examples[{i}] must be a (prompt, response) pair, got {example!r}")
+        prompt, response = example
+        prompts.append(_encode(tokenizer, prompt, f"examples[{i}] prompt"))
+        responses.append(_encode(tokenizer, response, f"examples[{i}] response") + [tokenizer.eos_token_id])
+    return prompts, responses
+
+
+def encode_pairs(
+    pairs: Sequence[Any], tokenizer: Any
+) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """Token ids of (prompt, chosen + EOS, rejected + EOS) for each pair.
+
+    A pair is a :class:`~dpolab.PreferencePair` or a mapping with ``prompt``, ``chosen`` and
+    ``rejected`` strings (a line of notebook 03's JSONL); a bad one is named by its index.
+    """
+    prompts, chosen, rejected = [], [], []
+    for i, pair in enumerate(pairs):
+        prompts.append(_encode(tokenizer, _text(i, pair, "prompt"), f"record {i} prompt"))
+        chosen.append(
+            _encode(tokenizer, _text(i, pair, "chosen"), f"record {i} chosen") + [tokenizer.eos_token_id]
+        )
+        rejected.append(
+            _encode(tokenizer, _text(i, pair, "rejected"), f"record {i} rejected") + [tokenizer.eos_token_id]
+        )
+    return prompts, chosen, rejected
+
+
+def _encode(tokenizer: Any, text: str, where: str) -> list[int]:
+    if not isinstance(text, str):
+        raise ValueError(f"{where} must be a str, got {type(text).__name__}")
+    try:
+        ids = tokenizer.encode(text)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    return list(ids)

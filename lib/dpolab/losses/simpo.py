@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_per_example, upcast
+from .._checks import check_per_example, upcast
 
 
 def simpo_loss(

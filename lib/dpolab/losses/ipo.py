@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_per_example, check_positive, upcast
+from .._checks import check_per_example, check_positive, upcast
 
 
 def ipo_loss(
