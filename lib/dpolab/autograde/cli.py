@@ -16,9 +16,15 @@ def parser() -> argparse.ArgumentParser:
         prog="dpolab-grade",
         description="Autograde a class's submissions with nbgrader: grades.csv, cells.csv, feedback/.",
     )
-    p.add_argument("submissions", type=Path, help="submitted/<student>/<assignment>/, <student>/ or <student>.zip")
-    p.add_argument("--out", type=Path, required=True, help="output folder (reused: only changes are regraded)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="notebooks graded at once (default: cores)")
+    p.add_argument(
+        "submissions", type=Path, help="submitted/<student>/<assignment>/, <student>/ or <student>.zip"
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder (reused: only changes are regraded)"
+    )
+    p.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="notebooks graded at once (default: cores)"
+    )
     p.add_argument("--force", action="store_true", help="regrade every submission")
     p.add_argument("--assignment", default="lab_3_1_5_dpo")
     p.add_argument("--solutions", type=Path, help="source notebooks (default: ./solutions/ASSIGNMENT)")
@@ -64,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     bad = [r for r in results if r["status"] != "graded"]
-    print(f"{len(results)} students: {len(results) - len(bad)} graded, {len(bad)} ungradable -> {args.out}/grades.csv")
+    print(
+        f"{len(results)} students: {len(results) - len(bad)} graded, {len(bad)} ungradable -> {args.out}/grades.csv"
+    )
     return 0
 
 

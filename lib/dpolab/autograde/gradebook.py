@@ -11,9 +11,11 @@ grade gets the score its worker read back. A notebook that could not be graded g
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
+from sqlalchemy.exc import SAWarning
 
 
 def ensure_gradebook(path: Path, master: Path) -> None:
@@ -24,7 +26,9 @@ def ensure_gradebook(path: Path, master: Path) -> None:
 
 def merge_student(path: Path, assignment: str, student_id: str, notebooks: dict[str, dict]) -> None:
     """Record one student's results: ``{notebook: {"status", "grades": {grade_id: score}}}``."""
-    with Gradebook(f"sqlite:///{path}") as gb:
+    with Gradebook(f"sqlite:///{path}") as gb, warnings.catch_warnings():
+        # nbgrader's add_submission triggers SQLAlchemy autoflush warnings about its own objects
+        warnings.simplefilter("ignore", SAWarning)
         gb.update_or_create_student(student_id)
         try:  # regraded: the same rows are updated, never added twice
             submission = gb.find_submission(assignment, student_id)

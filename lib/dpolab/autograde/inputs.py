@@ -95,7 +95,9 @@ def _read_zip(path: Path, sub: Submission) -> None:
                     sub.problems.append(f"{path.name}: link {name!r} ignored")
                     continue
                 if info.file_size > MAX_NOTEBOOK_BYTES:
-                    sub.problems.append(f"{path.name}: {name} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB")
+                    sub.problems.append(
+                        f"{path.name}: {name} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB"
+                    )
                     continue
                 with zf.open(info) as f:  # the header's size may lie: read at most the cap
                     data = f.read(MAX_NOTEBOOK_BYTES + 1)
@@ -202,7 +204,9 @@ def match_notebooks(
             notes.append(f"{name} graded as {notebook}.ipynb (renamed)")
         elif f"{notebook}.ipynb" in parsed:
             used.add(f"{notebook}.ipynb")
-            problems[notebook] = f"{notebook}.ipynb is not this assignment's notebook (none of its graded cells)"
+            problems[notebook] = (
+                f"{notebook}.ipynb is not this assignment's notebook (none of its graded cells)"
+            )
         else:
             problems[notebook] = f"{notebook}.ipynb is missing"
     others = sorted(set(sub.files) - used)

@@ -124,7 +124,11 @@ def run_unit(unit: Unit, opts: Options, course: GraderCourse, use_bwrap: bool, s
             try:
                 result = json.loads((folder / "result.json").read_text())
             except (OSError, ValueError):
-                result = {"status": "ungradable", "reason": f"the grader crashed (see {log_path})", "grades": {}}
+                result = {
+                    "status": "ungradable",
+                    "reason": f"the grader crashed (see {log_path})",
+                    "grades": {},
+                }
     if result.get("feedback"):
         dest = opts.out / "feedback" / unit.student_id
         dest.mkdir(parents=True, exist_ok=True)
@@ -173,7 +177,9 @@ def _run(opts: Options) -> list[dict]:
     course = prepare_course(opts.solutions, opts.assignment, out / ".grader")
     use_bwrap, isolation = resolve_sandbox(opts.sandbox)
     log.info("%s", isolation)
-    grader_key = _hash(VERSION, course.digest, json.dumps(asdict(opts.limits)), str(use_bwrap), opts.kernel_python)
+    grader_key = _hash(
+        VERSION, course.digest, json.dumps(asdict(opts.limits)), str(use_bwrap), opts.kernel_python
+    )
     marker = out / ".grader" / "current"
     gradebook = out / "gradebook.db"
     if not marker.exists() or marker.read_text() != course.digest:
@@ -195,7 +201,9 @@ def _run(opts: Options) -> list[dict]:
             results[sub.student_id] = json.loads(previous.read_text())
             continue
         files, problems, notes = match_notebooks(sub, expected)
-        notebooks = {nb: {"status": "ungradable", "reason": why, "grades": {}} for nb, why in problems.items()}
+        notebooks = {
+            nb: {"status": "ungradable", "reason": why, "grades": {}} for nb, why in problems.items()
+        }
         shutil.rmtree(out / "feedback" / sub.student_id, ignore_errors=True)
         pending[sub.student_id] = (sub, key, notebooks, notes, len(files))
         units += [Unit(sub.student_id, nb, data) for nb, data in files.items()]

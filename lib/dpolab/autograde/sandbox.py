@@ -44,7 +44,7 @@ class Limits:
     threads: int = 1  # OMP/MKL threads in the kernel (jobs x threads <= cores)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def python_paths(python: str) -> tuple[str, ...]:
     """The folders an interpreter needs: its prefixes and its ``sys.path`` (as it sees them)."""
     code = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, *sys.path]))"
@@ -58,7 +58,7 @@ def python_paths(python: str) -> tuple[str, ...]:
     return tuple(p for p in paths if not any(p != q and p.startswith(q + os.sep) for q in paths))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bwrap_available() -> str | None:
     """Why bubblewrap cannot be used here, or None when it works."""
     if shutil.which("bwrap") is None:
@@ -73,7 +73,9 @@ def bwrap_available() -> str | None:
     return None
 
 
-def bwrap_argv(python: str, work: Path, notebook_dir: Path, runtime: Path, forbidden: list[Path]) -> list[str]:
+def bwrap_argv(
+    python: str, work: Path, notebook_dir: Path, runtime: Path, forbidden: list[Path]
+) -> list[str]:
     """The bubblewrap command: ``work`` (writable) appears at ``notebook_dir``, nothing else of ours."""
     argv = ["bwrap", "--unshare-all", "--share-net", "--die-with-parent", "--new-session"]
     for d in SYSTEM_DIRS:
@@ -136,7 +138,11 @@ def write_kernelspec(
             argv += ["--setenv", key, value]
     argv += [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     spec = {"argv": argv, "display_name": "Python 3 (dpolab-grade)", "language": "python"}
-    if not sandbox:
+    if sandbox:
+        # A SIGINT sent to bwrap is not forwarded into its PID namespace: the interrupt that ends a
+        # cell at its timeout goes as a message on the control channel instead.
+        spec["interrupt_mode"] = "message"
+    else:
         spec["env"] = env
     folder = jupyter_dir / "kernels" / "python3"
     folder.mkdir(parents=True, exist_ok=True)
