@@ -19,4 +19,12 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   "${pip[@]}" "torch==2.13.0+cpu" 2>/dev/null || "${pip[@]}" "torch>=2.2,<3"
 fi
 "${pip[@]}" -e ".[$extra]"
+
+# dpolab-grade runs each student's kernel in a bubblewrap sandbox (lib/dpolab/autograde/sandbox.py);
+# the tests of its isolation need it. Installed when we are root with apt (CI); elsewhere those
+# tests are skipped with the reason.
+if [ "$extra" = test ] && ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  { apt-get install -y -qq bubblewrap || { apt-get update -qq && apt-get install -y -qq bubblewrap; }; } >/dev/null 2>&1 \
+    || echo "bubblewrap could not be installed: dpolab-grade's isolation tests will be skipped"
+fi
 "$venv/bin/python" -c "import torch, dpolab; print(f'dpolab {dpolab.__version__}, torch {torch.__version__}, device {dpolab.get_device()}')"

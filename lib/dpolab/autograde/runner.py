@@ -177,6 +177,7 @@ def _run(opts: Options) -> list[dict]:
     course = prepare_course(opts.solutions, opts.assignment, out / ".grader")
     use_bwrap, isolation = resolve_sandbox(opts.sandbox)
     log.info("%s", isolation)
+    print(isolation, file=sys.stderr)
     grader_key = _hash(
         VERSION, course.digest, json.dumps(asdict(opts.limits)), str(use_bwrap), opts.kernel_python
     )

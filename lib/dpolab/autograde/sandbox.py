@@ -124,13 +124,15 @@ def write_kernelspec(
     forbidden: list[Path],
 ) -> list[str]:
     """Write ``jupyter_dir/kernels/python3/kernel.json``; return its command (for the log)."""
-    argv = [
-        "prlimit",
-        f"--as={limits.memory_mb * 2**20}",
-        f"--fsize={limits.file_mb * 2**20}",
-        "--core=0",
-        "--",
-    ]
+    argv = []
+    if shutil.which("prlimit"):  # util-linux; without it the kernel runs without resource limits
+        argv += [
+            "prlimit",
+            f"--as={limits.memory_mb * 2**20}",
+            f"--fsize={limits.file_mb * 2**20}",
+            "--core=0",
+            "--",
+        ]
     env = kernel_env(limits, work if not sandbox else notebook_dir)
     if sandbox:
         argv += bwrap_argv(python, work, notebook_dir, runtime, forbidden)
