@@ -410,3 +410,67 @@ def test_monkeypatching_earns_nothing():
     values prepared outside the kernel and the kernel's environment holds no reference. Today such
     an answer is graded inside the student's process, where it can pass: hence xfail."""
     raise AssertionError("not yet isolated: the comparison with the reference runs in the student's kernel")
+
+
+# --------------------------------------------------------------------------- inputs (no kernel)
+def test_zip_is_read_safely(tmp_path):
+    from dpolab.autograde.inputs import MAX_NOTEBOOK_BYTES, find_submissions
+
+    good = nbformat.writes(nbformat.v4.new_notebook()).encode()
+    with zipfile.ZipFile(tmp_path / "alice.zip", "w") as zf:
+        zf.writestr("alice/01_dpo_loss.ipynb", good)
+        zf.writestr("../../escape.ipynb", good)
+        zf.writestr("/etc/abs.ipynb", good)
+        link = zipfile.ZipInfo("alice/link.ipynb")
+        link.external_attr = 0o120777 << 16  # a symbolic link
+        zf.writestr(link, "/etc/passwd")
+        zf.writestr("alice/big.ipynb", b" " * (MAX_NOTEBOOK_BYTES + 1), compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr("__MACOSX/alice/._01_dpo_loss.ipynb", b"junk")
+    (tmp_path / "bob.zip").write_bytes(b"not a zip")
+    (tmp_path / "notes.txt").write_text("ignored")
+    subs = {s.student_id: s for s in find_submissions(tmp_path, ASSIGNMENT)}
+    assert sorted(subs) == ["alice", "bob"]
+    assert list(subs["alice"].files) == ["01_dpo_loss.ipynb"]
+    problems = " | ".join(subs["alice"].problems)
+    for words in ("unsafe path '../../escape.ipynb'", "unsafe path '/etc/abs.ipynb'", "link", "larger than"):
+        assert words in problems
+    assert "not a readable zip" in subs["bob"].problems[0]
+    assert not (tmp_path.parent / "escape.ipynb").exists()
+
+
+def test_layouts_and_renamed_notebooks(tmp_path):
+    from dpolab.autograde.inputs import find_submissions, match_notebooks
+
+    release = ROOT / "notebooks" / ASSIGNMENT
+    names = sorted(p.stem for p in release.glob("*.ipynb"))
+    (tmp_path / "submitted" / "ann" / ASSIGNMENT).mkdir(parents=True)
+    (tmp_path / "submitted" / "ben").mkdir(parents=True)
+    for n in names:
+        shutil.copy(release / f"{n}.ipynb", tmp_path / "submitted" / "ann" / ASSIGNMENT)
+    shutil.copy(release / f"{names[0]}.ipynb", tmp_path / "submitted" / "ben" / "Copy of lab.ipynb")
+    (tmp_path / "submitted" / "ben" / f"{names[1]}.ipynb").write_text("")
+    expected = {}
+    for n in names:
+        nb = nbformat.read(release / f"{n}.ipynb", as_version=4)
+        expected[n] = {grading_meta(c)["grade_id"] for c in nb.cells if grading_meta(c)}
+    subs = {s.student_id: s for s in find_submissions(tmp_path, ASSIGNMENT)}  # the course root
+    files, problems, notes = match_notebooks(subs["ann"], expected)
+    assert sorted(files) == names and not problems and not notes
+    files, problems, notes = match_notebooks(subs["ben"], expected)
+    assert list(files) == [names[0]] and notes == [f"Copy of lab.ipynb graded as {names[0]}.ipynb (renamed)"]
+    assert problems == {names[1]: f"{names[1]}.ipynb is empty", names[2]: f"{names[2]}.ipynb is missing"}
+
+
+def test_notebook_wall_clock_limit(graded, tmp_path):
+    """A notebook past --notebook-timeout is killed with its kernel and reported; the run goes on."""
+    p = dict(graded["p"], **{"class": tmp_path / "class", "out": tmp_path / "out"})
+    shutil.copytree(graded["p"]["out"] / ".grader", p["out"] / ".grader")  # the grader's course, reused
+    nb = _with_cell(solved_release(f"{NB}.ipynb", ROOT / "notebooks" / ASSIGNMENT), "while True:\n    pass")
+    (p["class"] / "slow").mkdir(parents=True)
+    nbformat.write(nb, p["class"] / "slow" / f"{NB}.ipynb")
+    from dpolab.autograde.cli import main
+
+    args = [str(p["class"]), "--out", str(p["out"]), "--solutions", str(p["solutions"]), "--no-progress"]
+    assert main([*args, "--cell-timeout", "60", "--notebook-timeout", "12"]) == 0
+    (row,) = read_csv(p["out"] / "grades.csv")
+    assert row["status"] == "ungradable" and "longer than the 12 s limit" in row["reason"]

@@ -84,12 +84,14 @@ def _read_zip(path: Path, sub: Submission) -> None:
             total = 0
             for info in members:
                 name = info.filename
-                if info.is_dir() or not _is_notebook(name):
+                if info.is_dir():
                     continue
                 parts = Path(name.replace("\\", "/")).parts
                 mode = info.external_attr >> 16
                 if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
                     sub.problems.append(f"{path.name}: unsafe path {name!r} ignored")
+                    continue
+                if not _is_notebook(name):
                     continue
                 if stat.S_ISLNK(mode):
                     sub.problems.append(f"{path.name}: link {name!r} ignored")
