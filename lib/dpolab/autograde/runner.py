@@ -178,9 +178,8 @@ def _run(opts: Options) -> list[dict]:
     use_bwrap, isolation = resolve_sandbox(opts.sandbox)
     log.info("%s", isolation)
     print(isolation, file=sys.stderr)
-    grader_key = _hash(
-        VERSION, course.digest, json.dumps(asdict(opts.limits)), str(use_bwrap), opts.kernel_python
-    )
+    limits = {k: v for k, v in asdict(opts.limits).items() if k != "threads"}  # --jobs changes no grade
+    grader_key = _hash(VERSION, course.digest, json.dumps(limits), str(use_bwrap), opts.kernel_python)
     marker = out / ".grader" / "current"
     gradebook = out / "gradebook.db"
     if not marker.exists() or marker.read_text() != course.digest:
