@@ -364,8 +364,9 @@ def test_feedback_shows_no_hidden_test_line(graded):
         text = html_text(path)
         leaked = [line for line in hidden if line in text]
         assert not leaked, f"{path}: {leaked[:3]}"
-    # a failing hidden test (the planted bug) shows its message, not its lines
-    assert "AssertionError" in html_text(graded["p"]["out"] / "feedback" / "partial" / f"{NB}.html")
+    # a failing test cell that holds hidden tests shows its message and the student's frames, not its lines
+    partial = html_text(graded["p"]["out"] / "feedback" / "partial" / f"{NB}.html")
+    assert "AssertionError" in partial and "the lines of the hidden test are not shown" in partial
 
 
 def test_feedback_of_the_release_and_the_release_show_no_solution_line(graded):

@@ -15,13 +15,14 @@ from __future__ import annotations
 import re
 
 from nbconvert.preprocessors import Preprocessor
-from traitlets import Integer
+from traitlets import Bool, Integer
 
 HIDDEN = "### BEGIN HIDDEN TESTS"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class LimitOutputSize(Preprocessor):
+    enabled = Bool(True)  # nbconvert's default is off; nbgrader registers its pipeline as is
     max_chars = Integer(20_000, help="characters of text kept per cell (stream and text outputs)").tag(
         config=True
     )
@@ -62,6 +63,8 @@ class LimitOutputSize(Preprocessor):
 
 
 class HideHiddenTracebacks(Preprocessor):
+    enabled = Bool(True)
+
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code" or HIDDEN not in cell.source:
             return cell, resources
@@ -78,7 +81,7 @@ class HideHiddenTracebacks(Preprocessor):
                     continue  # old IPython's form of the same; the reference's own source
                 kept.append(entry)
             kept.insert(
-                min(1, len(kept)),
+                min(2, len(kept)),
                 "(the lines of the hidden test are not shown; the message says what failed)",
             )
             out.traceback = kept
