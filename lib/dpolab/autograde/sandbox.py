@@ -134,6 +134,10 @@ def write_kernelspec(
             "--",
         ]
     env = kernel_env(limits, work if not sandbox else notebook_dir)
+    if not sandbox and shutil.which("setpriv"):
+        # jupyter_client starts kernels in their own session: when the runner kills a worker at
+        # the notebook's wall-clock limit, its kernel must die too (bwrap does this itself).
+        argv += ["setpriv", "--pdeathsig", "KILL", "--"]
     if sandbox:
         argv += bwrap_argv(python, work, notebook_dir, runtime, forbidden)
         for key, value in env.items():  # --clearenv: the sandbox sees only these
