@@ -104,7 +104,10 @@ def main() -> None:
         for jobs in (1, 2):
             seconds[jobs] = grade(tmp / "class", tmp / f"out{jobs}", solutions, jobs, limits)
             per = seconds[jobs] / args.students
-            print(f"--jobs {jobs}: {seconds[jobs]:8.1f} s   {per:6.2f} s per submission")
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(
+                f"--jobs {jobs}: {seconds[jobs]:8.1f} s   {per:6.2f} s per submission   (load after: {load})"
+            )
         print(f"speed-up of --jobs 2 over --jobs 1: {seconds[1] / seconds[2]:.2f}x (goal >= 1.7x)")
         same = filecmp.cmp(tmp / "out1" / "grades.csv", tmp / "out2" / "grades.csv", shallow=False)
         print(f"same grades.csv from both runs: {same}")
