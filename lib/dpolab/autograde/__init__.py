@@ -13,3 +13,16 @@ One idea per module:
 ``runner``         the plan: what to (re)grade, in parallel, with a wall-clock limit per notebook
 ``cli``            the ``dpolab-grade`` command
 """
+
+# Status (issue 9, part A). Done: the command, layouts and safe zips, restored grade cells, the
+# per-cell timeout and per-notebook wall-clock limit, the memory and file-size limits, output caps,
+# ungradable rows with reasons, hidden tests and their traceback lines out of the feedback, parallel
+# workers merged by one writer, re-grading only what changed, bubblewrap isolation of the kernel.
+# Left:
+# - part B: hidden tests still compare with dpolab's reference inside the student's kernel, and the
+#   kernel's environment holds the reference (tests/test_grade_cli.py::test_monkeypatching_earns_nothing
+#   is xfail strict). `--kernel-python` already lets the kernel run in another environment.
+# - the sandbox shares the network (the kernel speaks TCP on loopback); an ipc transport
+#   (jupyter_client `transport="ipc"`, sockets in the runtime folder) would allow --unshare-net.
+# - no limit on the number of processes (only a PID namespace) and none on resident memory
+#   (RLIMIT_AS only; cgroups would need a delegated cgroup or systemd-run).
