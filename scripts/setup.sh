@@ -20,15 +20,24 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
 fi
 "${pip[@]}" -e ".[$extra]"
 
-# The browser test (tests/test_browser.py) drives Debian's chromium through Playwright; its own
-# browser download cannot work offline. CI runs as root with apt: install it there. Elsewhere
-# install it yourself (apt-get install chromium), or the browser test skips and says why.
-if [ "$extra" = test ] && ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "setup.sh: could not install chromium; tests/test_browser.py will skip" >&2
-  else
-    echo "setup.sh: no chromium (apt-get install chromium); tests/test_browser.py will skip" >&2
+# Two system packages the tests need, from Debian (CI runs as root with apt):
+# - chromium: tests/test_browser.py drives it through Playwright (whose own browser download
+#   cannot work offline);
+# - bubblewrap: dpolab-grade runs each student's kernel in a bwrap sandbox
+#   (lib/dpolab/autograde/sandbox.py), and the tests of that isolation need it.
+# Elsewhere install them yourself (apt-get install chromium bubblewrap), or those tests skip
+# and say why.
+if [ "$extra" = test ]; then
+  missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+        || echo "setup.sh: could not install ${missing[*]}; the tests that need them will skip" >&2
+    else
+      echo "setup.sh: missing ${missing[*]} (apt-get install ${missing[*]}); the tests that need them will skip" >&2
+    fi
   fi
 fi
 "$venv/bin/python" -c "import torch, dpolab; print(f'dpolab {dpolab.__version__}, torch {torch.__version__}, device {dpolab.get_device()}')"

@@ -1,0 +1,80 @@
+"""``dpolab-grade SUBMISSIONS --out OUT [--jobs N] [--force] [--assignment NAME]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .runner import Options, run
+from .sandbox import Limits
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dpolab-grade",
+        description="Autograde a class's submissions with nbgrader: grades.csv, cells.csv, feedback/.",
+    )
+    p.add_argument(
+        "submissions", type=Path, help="submitted/<student>/<assignment>/, <student>/ or <student>.zip"
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder (reused: only changes are regraded)"
+    )
+    p.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="notebooks graded at once (default: cores)"
+    )
+    p.add_argument("--force", action="store_true", help="regrade every submission")
+    p.add_argument("--assignment", default="lab_3_1_5_dpo")
+    p.add_argument("--solutions", type=Path, help="source notebooks (default: ./solutions/ASSIGNMENT)")
+    p.add_argument("--sandbox", choices=["auto", "bwrap", "none"], default="auto",
+                   help="file isolation of the student's kernel (auto: bubblewrap when it works)")  # fmt: skip
+    p.add_argument("--kernel-python", default=sys.executable, help="interpreter of the student's kernel")
+    d = Limits()
+    p.add_argument("--cell-timeout", type=int, default=d.cell_timeout, help="seconds per cell")
+    p.add_argument("--notebook-timeout", type=int, default=d.notebook_timeout, help="seconds per notebook")
+    p.add_argument("--memory-mb", type=int, default=d.memory_mb, help="address-space limit of the kernel")
+    p.add_argument("--output-chars", type=int, default=d.output_chars, help="characters kept per output")
+    p.add_argument("--threads", type=int, help="torch/BLAS threads per kernel (default: cores // jobs)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.submissions.is_dir():
+        print(f"dpolab-grade: {args.submissions} is not a folder", file=sys.stderr)
+        return 2
+    solutions = args.solutions or Path("solutions") / args.assignment
+    jobs = max(1, args.jobs)
+    limits = Limits(
+        cell_timeout=args.cell_timeout,
+        notebook_timeout=args.notebook_timeout,
+        memory_mb=args.memory_mb,
+        output_chars=args.output_chars,
+        threads=args.threads or max(1, (os.cpu_count() or 1) // jobs),
+    )
+    results = run(
+        Options(
+            submissions=args.submissions.resolve(),
+            out=args.out.resolve(),
+            solutions=solutions.resolve(),
+            assignment=args.assignment,
+            jobs=jobs,
+            force=args.force,
+            limits=limits,
+            sandbox=args.sandbox,
+            kernel_python=args.kernel_python,
+            progress=not args.no_progress,
+        )
+    )
+    bad = [r for r in results if r["status"] != "graded"]
+    print(
+        f"{len(results)} students: {len(results) - len(bad)} graded, {len(bad)} ungradable -> {args.out}/grades.csv"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

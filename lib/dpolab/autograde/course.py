@@ -1,0 +1,130 @@
+"""The grader's course: the release and its gradebook, generated once from ``solutions/``.
+
+``nbgrader generate_assignment`` records every grade cell of the source notebooks (hidden
+tests included) and its checksum in a gradebook. Each notebook of each student is then graded
+in a scratch course that starts from a copy of that gradebook: edited or deleted grade cells
+are restored from it. The build is cached under ``OUT/.grader/<hash of solutions>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+CONFIG = """\
+c = get_config()  # noqa: F821
+c.CourseDirectory.root = {root!r}
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
+c.CourseDirectory.db_url = {db_url!r}
+c.CourseDirectory.db_assignments = [{{"name": {assignment!r}}}]
+"""
+
+
+@dataclass(frozen=True)
+class GradeCell:
+    notebook: str  # notebook name without .ipynb
+    name: str  # grade_id
+    points: float
+
+
+@dataclass
+class GraderCourse:
+    """What every worker starts from: the gradebook, the release, the grade cells in order."""
+
+    root: Path
+    assignment: str
+    digest: str
+
+    @property
+    def gradebook(self) -> Path:
+        return self.root / "gradebook.db"
+
+    @property
+    def release(self) -> Path:
+        return self.root / "release" / self.assignment
+
+    @property
+    def notebooks(self) -> list[str]:
+        return sorted(p.stem for p in self.release.glob("*.ipynb"))
+
+    def grade_cells(self) -> list[GradeCell]:
+        return [GradeCell(**g) for g in json.loads((self.root / "grade_cells.json").read_text())]
+
+    def cell_ids(self, notebook: str) -> set[str]:
+        """The nbgrader ids of a release notebook's cells: how a renamed file is recognised."""
+        nb = nbformat.read(self.release / f"{notebook}.ipynb", as_version=4)
+        return {c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata}
+
+    @property
+    def max_score(self) -> float:
+        return sum(g.points for g in self.grade_cells())
+
+
+def nbgrader_env() -> dict[str, str]:
+    """This interpreter's environment: nbgrader runs ``alembic`` from PATH."""
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _digest(solutions: Path) -> str:
+    import nbgrader
+
+    h = hashlib.sha256(f"nbgrader {nbgrader.__version__}".encode())
+    for path in sorted(p for p in solutions.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(solutions)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCourse:
+    """Generate (or reuse) the release and gradebook of ``solutions`` (the source notebooks)."""
+    solutions = Path(solutions).resolve()
+    if not any(solutions.glob("*.ipynb")):
+        raise FileNotFoundError(f"no source notebooks in {solutions}")
+    digest = _digest(solutions)
+    root = Path(cache) / digest[:16]
+    course = GraderCourse(root, assignment, digest)
+    if (root / "grade_cells.json").exists():
+        return course
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(solutions, tmp / "source" / assignment)
+    # generated in tmp, then the whole folder is moved into place (no half-built cache)
+    (tmp / "nbgrader_config.py").write_text(
+        CONFIG.format(root=str(tmp), db_url=f"sqlite:///{tmp / 'gradebook.db'}", assignment=assignment)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force"],
+        cwd=tmp,
+        env=nbgrader_env(),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment failed:\n{proc.stdout}\n{proc.stderr}")
+    from nbgrader.api import Gradebook
+
+    cells = []
+    with Gradebook(f"sqlite:///{tmp / 'gradebook.db'}") as gb:
+        assignment_row = gb.find_assignment(assignment)
+        for notebook in sorted(assignment_row.notebooks, key=lambda n: n.name):
+            source = nbformat.read(tmp / "source" / assignment / f"{notebook.name}.ipynb", as_version=4)
+            order = [c.metadata.get("nbgrader", {}).get("grade_id") for c in source.cells]
+            for cell in sorted(notebook.grade_cells, key=lambda g: order.index(g.name)):
+                cells.append({"notebook": notebook.name, "name": cell.name, "points": cell.max_score})
+    (tmp / "grade_cells.json").write_text(json.dumps(cells, indent=1))
+    # The grader's course never holds the solutions: only the gradebook and the release.
+    shutil.rmtree(tmp / "source")
+    (tmp / "nbgrader_config.py").unlink()
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return course

@@ -1,0 +1,88 @@
+"""nbconvert preprocessors added to nbgrader's pipelines.
+
+``LimitOutputSize`` (autograde and feedback): the text a cell printed is cut to ``max_chars``
+characters (images and HTML larger than ten times that are dropped), so that 50 MB of printed
+text neither fills the graded notebook nor the feedback.
+
+``HideHiddenTracebacks`` (feedback, before nbgrader's ``ClearHiddenTests``): a failing hidden
+test shows the lines around the failing assert in its traceback; in a cell holding hidden
+tests the frames of the cell itself are dropped, and so are frames in ``dpolab``'s own source
+(the frames in the student's own code stay); a note says so.
+"""
+
+from __future__ import annotations
+
+import re
+
+from nbconvert.preprocessors import Preprocessor
+from traitlets import Bool, Integer
+
+HIDDEN = "### BEGIN HIDDEN TESTS"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class LimitOutputSize(Preprocessor):
+    enabled = Bool(True)  # nbconvert's default is off; nbgrader registers its pipeline as is
+    max_chars = Integer(20_000, help="characters of text kept per cell (stream and text outputs)").tag(
+        config=True
+    )
+
+    def _cut(self, text: str, budget: int) -> str:
+        if len(text) <= budget:
+            return text
+        return text[:budget] + f"\n... [{len(text) - budget} characters cut by dpolab-grade]\n"
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code":
+            return cell, resources
+        budget = self.max_chars  # for the whole cell: the kernel sends a long print in many chunks
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream":
+                if budget <= 0:
+                    continue
+                text = out.text
+                out.text = self._cut(text, budget)
+                budget -= len(text)
+            elif out.output_type in ("execute_result", "display_data"):
+                for mime, value in list(out.get("data", {}).items()):
+                    if not isinstance(value, str):
+                        continue
+                    if mime == "text/plain":
+                        out.data[mime] = self._cut(value, max(budget, 200))
+                    elif len(value) > 10 * self.max_chars:  # a cut image or HTML is garbage: drop it
+                        del out.data[mime]
+                        out.data.setdefault("text/plain", "[output too large: removed by dpolab-grade]")
+                budget -= sum(len(v) for v in out.data.values() if isinstance(v, str))
+            elif out.output_type == "error":
+                out.evalue = self._cut(out.evalue, self.max_chars)
+                out.traceback = [self._cut(t, self.max_chars) for t in out.traceback[-50:]]
+            kept.append(out)
+        cell.outputs = kept
+        return cell, resources
+
+
+class HideHiddenTracebacks(Preprocessor):
+    enabled = Bool(True)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code" or HIDDEN not in cell.source:
+            return cell, resources
+        own_frame = f"Cell In[{cell.execution_count}]" if cell.execution_count else None
+        for out in cell.get("outputs", []):
+            if out.output_type != "error":
+                continue
+            kept = []
+            for entry in out.traceback:
+                plain = ANSI.sub("", entry)
+                if plain.lstrip().startswith("Cell In[") and (own_frame is None or own_frame in plain):
+                    continue  # this cell's own lines: the hidden tests
+                if "<ipython-input-" in plain or (plain.lstrip().startswith("File ") and "dpolab" in plain):
+                    continue  # old IPython's form of the same; the reference's own source
+                kept.append(entry)
+            kept.insert(
+                min(2, len(kept)),
+                "(the lines of the hidden test are not shown; the message says what failed)",
+            )
+            out.traceback = kept
+        return cell, resources

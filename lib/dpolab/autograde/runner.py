@@ -1,0 +1,249 @@
+"""The plan of a run: what to (re)grade, in parallel, each notebook under a wall-clock limit.
+
+A *unit* is one notebook of one student. Units run as separate worker processes
+(``python -m dpolab.autograde.worker``), at most ``jobs`` at a time; each gets its own scratch
+course under a temporary folder, removed afterwards (its log is kept in ``OUT/logs/``). A unit
+that passes ``notebook_timeout`` seconds is killed with its kernel and reported. The main
+thread alone writes results, the gradebook and the reports.
+
+Idempotent: ``OUT/results/<student_id>.json`` records a hash of the student's files and of the
+grader (solutions, limits, sandbox); a student whose hash has not changed is not regraded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .course import GraderCourse, nbgrader_env, prepare_course
+from .gradebook import ensure_gradebook, merge_student
+from .inputs import Submission, find_submissions, match_notebooks
+from .reports import write_reports
+from .sandbox import Limits, bwrap_available
+
+log = logging.getLogger("dpolab.grade")
+VERSION = "1"
+
+
+@dataclass
+class Options:
+    submissions: Path
+    out: Path
+    solutions: Path
+    assignment: str = "lab_3_1_5_dpo"
+    jobs: int = 1
+    force: bool = False
+    limits: Limits = field(default_factory=Limits)
+    sandbox: str = "auto"  # auto | bwrap | none
+    kernel_python: str = sys.executable
+    progress: bool = True
+
+
+@dataclass
+class Unit:
+    student_id: str
+    notebook: str
+    data: bytes
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def resolve_sandbox(mode: str) -> tuple[bool, str]:
+    """(use bubblewrap?, a line for the log)."""
+    why_not = bwrap_available()
+    if mode == "none":
+        return False, "isolation: none (--sandbox none): student code can read and write what this user can"
+    if why_not is None:
+        return True, "isolation: bubblewrap (private mounts, uid 65534, no capabilities) + prlimit"
+    if mode == "bwrap":
+        raise SystemExit(f"--sandbox bwrap: {why_not}")
+    return False, f"isolation: NONE ({why_not}); resource limits (prlimit) only"
+
+
+def run_unit(unit: Unit, opts: Options, course: GraderCourse, use_bwrap: bool, scratch: Path) -> dict:
+    """Grade one notebook of one student in a worker process; never raises."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{unit.student_id}-{unit.notebook}-", dir=scratch))
+    (folder / "submission.ipynb").write_bytes(unit.data)
+    forbidden = [opts.solutions, opts.out, opts.submissions, scratch, Path.home()]
+    spec = {
+        "unit": str(folder),
+        "gradebook": str(course.gradebook),
+        "assignment": opts.assignment,
+        "student_id": unit.student_id,
+        "notebook": unit.notebook,
+        "kernel_python": opts.kernel_python,
+        "sandbox": use_bwrap,
+        "forbidden": [str(Path(p).resolve()) for p in forbidden],
+        "limits": asdict(opts.limits),
+    }
+    (folder / "spec.json").write_text(json.dumps(spec))
+    env = nbgrader_env()
+    env["HOME"] = str(folder)  # no instructor config (~/.jupyter, ~/.ipython) reaches the grader
+    # nbclient writes the kernel's connection file with tempfile: into the folder the sandbox shows
+    (folder / "runtime").mkdir()
+    env["TMPDIR"] = str(folder / "runtime")
+    logs = opts.out / "logs" / unit.student_id
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{unit.notebook}.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dpolab.autograde.worker", str(folder / "spec.json")],
+            cwd=folder,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killed with its kernel
+        )
+        try:
+            proc.wait(timeout=opts.limits.notebook_timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            result = {
+                "status": "ungradable",
+                "reason": f"the notebook ran longer than the {opts.limits.notebook_timeout} s limit",
+                "grades": {},
+            }
+        else:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # a kernel left behind, if any
+            except ProcessLookupError:
+                pass
+            try:
+                result = json.loads((folder / "result.json").read_text())
+            except (OSError, ValueError):
+                result = {
+                    "status": "ungradable",
+                    "reason": f"the grader crashed (see {log_path})",
+                    "grades": {},
+                }
+    if result.get("feedback"):
+        dest = opts.out / "feedback" / unit.student_id
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(result["feedback"], dest / f"{unit.notebook}.html")
+        result["feedback"] = str(dest / f"{unit.notebook}.html")
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def _finish(sub: Submission, key: str, notebooks: dict, notes: list[str], course: GraderCourse) -> dict:
+    cells = course.grade_cells()
+    score = sum(
+        notebooks[c.notebook]["grades"].get(c.name, 0)
+        for c in cells
+        if notebooks.get(c.notebook, {}).get("status") == "graded"
+    )
+    bad = [f"{nb}: {r['reason']}" for nb, r in sorted(notebooks.items()) if r["status"] != "graded"]
+    reason = "; ".join(bad + sub.problems + notes)
+    return {
+        "student_id": sub.student_id,
+        "key": key,
+        "score": score,
+        "status": "ungradable" if bad else "graded",
+        "reason": reason,
+        "notebooks": notebooks,
+    }
+
+
+def run(opts: Options) -> list[dict]:
+    """Grade every submission under ``opts.submissions``; return one result per student."""
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "grading.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        return _run(opts)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _run(opts: Options) -> list[dict]:
+    out = opts.out
+    course = prepare_course(opts.solutions, opts.assignment, out / ".grader")
+    use_bwrap, isolation = resolve_sandbox(opts.sandbox)
+    log.info("%s", isolation)
+    print(isolation, file=sys.stderr)
+    limits = {k: v for k, v in asdict(opts.limits).items() if k != "threads"}  # --jobs changes no grade
+    grader_key = _hash(VERSION, course.digest, json.dumps(limits), str(use_bwrap), opts.kernel_python)
+    marker = out / ".grader" / "current"
+    gradebook = out / "gradebook.db"
+    if not marker.exists() or marker.read_text() != course.digest:
+        gradebook.unlink(missing_ok=True)  # the solutions changed: everyone is regraded against them
+        marker.write_text(course.digest)
+    ensure_gradebook(gradebook, course.gradebook)
+    expected = {nb: course.cell_ids(nb) for nb in course.notebooks}
+    results_dir = out / "results"
+    results_dir.mkdir(exist_ok=True)
+
+    subs = find_submissions(opts.submissions, opts.assignment)
+    results: dict[str, dict] = {}
+    pending: dict[str, tuple] = {}
+    units: list[Unit] = []
+    for sub in subs:
+        key = _hash(grader_key, sub.digest())
+        previous = results_dir / f"{sub.student_id}.json"
+        if not opts.force and previous.exists() and json.loads(previous.read_text()).get("key") == key:
+            results[sub.student_id] = json.loads(previous.read_text())
+            continue
+        files, problems, notes = match_notebooks(sub, expected)
+        notebooks = {
+            nb: {"status": "ungradable", "reason": why, "grades": {}} for nb, why in problems.items()
+        }
+        shutil.rmtree(out / "feedback" / sub.student_id, ignore_errors=True)
+        pending[sub.student_id] = (sub, key, notebooks, notes, len(files))
+        units += [Unit(sub.student_id, nb, data) for nb, data in files.items()]
+    log.info(
+        "%d students: %d unchanged, %d to grade (%d notebooks), %d jobs",
+        len(subs), len(results), len(pending), len(units), opts.jobs,
+    )  # fmt: skip
+
+    def finish(student_id: str) -> None:
+        sub, key, notebooks, notes, _ = pending.pop(student_id)
+        result = _finish(sub, key, notebooks, notes, course)
+        merge_student(gradebook, opts.assignment, student_id, notebooks)
+        (results_dir / f"{student_id}.json").write_text(json.dumps(result, indent=1))
+        results[student_id] = result
+        level = logging.INFO if result["status"] == "graded" else logging.WARNING
+        log.log(level, "%s: %s %g/%g %s", student_id, result["status"], result["score"], course.max_score,
+                result["reason"])  # fmt: skip
+
+    for student_id in [s for s, p in pending.items() if p[4] == 0]:
+        finish(student_id)  # nothing to run
+    scratch = Path(tempfile.mkdtemp(prefix="dpolab-grade-"))
+    remaining = {s: p[4] for s, p in pending.items()}
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(units), unit="notebook", disable=not opts.progress, desc="grading")
+        with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+            futures = {pool.submit(run_unit, u, opts, course, use_bwrap, scratch): u for u in units}
+            for future in as_completed(futures):
+                unit = futures[future]
+                pending[unit.student_id][2][unit.notebook] = future.result()
+                remaining[unit.student_id] -= 1
+                if remaining[unit.student_id] == 0:
+                    finish(unit.student_id)
+                bar.update(1)
+        bar.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ordered = [results[s.student_id] for s in subs]
+    write_reports(out, ordered, course.grade_cells())
+    graded = sum(r["status"] == "graded" for r in ordered)
+    log.info("done: %d graded, %d ungradable; %s", graded, len(ordered) - graded, out / "grades.csv")
+    return ordered

@@ -1,0 +1,160 @@
+"""The student's kernel: resource limits and file isolation.
+
+nbgrader starts the kernel named in the notebook (``python3``); each scratch course carries its
+own ``python3`` kernelspec (found first through ``JUPYTER_PATH``) whose command is
+
+    prlimit --as=MEMORY --fsize=FILE --core=0 -- [bwrap ...] KERNEL_PYTHON -m ipykernel_launcher -f CONN
+
+- ``prlimit``: the address-space limit makes a memory bomb raise ``MemoryError`` (or kill only
+  the kernel); the file-size limit caps what the kernel can write.
+- ``bwrap`` (bubblewrap, unprivileged user namespaces): a private mount namespace holding only
+  the system folders read-only, the kernel's Python (``sys.prefix``, ``sys.base_prefix`` and its
+  ``sys.path``) read-only, the connection file, and one empty writable work folder mounted over
+  the notebook's folder. The solutions, the gradebook, the other students' submissions, the
+  instructor's home and the output folder are simply not there. The kernel runs as uid 65534
+  with no capabilities, in its own PID/IPC/UTS namespaces; the environment is cleared. The
+  network is shared (the kernel talks to nbgrader over loopback TCP).
+
+``KERNEL_PYTHON`` is configurable (``--kernel-python``): the student's kernel can run in another
+environment than the grader's (part B of issue 9: an environment without the reference).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+SYSTEM_DIRS = ["/usr", "/etc", "/opt"]
+SYSTEM_LINKS = {"/bin": "usr/bin", "/sbin": "usr/sbin", "/lib": "usr/lib", "/lib64": "usr/lib64"}
+
+
+@dataclass
+class Limits:
+    cell_timeout: int = 60  # seconds per cell (nbgrader's Execute.timeout)
+    notebook_timeout: int = 600  # seconds per notebook, kernel start and feedback included
+    memory_mb: int = 4096  # address space of the kernel
+    file_mb: int = 100  # largest file the kernel may write
+    output_chars: int = 20_000  # per output in the graded notebook and the feedback
+    threads: int = 1  # OMP/MKL threads in the kernel (jobs x threads <= cores)
+
+
+@functools.cache
+def python_paths(python: str) -> tuple[str, ...]:
+    """The folders an interpreter needs: its prefixes and its ``sys.path`` (as it sees them)."""
+    code = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, *sys.path]))"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    paths = []
+    for p in json.loads(out.stdout):
+        p = os.path.realpath(p) if p else ""
+        if p and os.path.exists(p) and p not in paths:
+            paths.append(p)
+    # drop folders inside another one already listed
+    return tuple(p for p in paths if not any(p != q and p.startswith(q + os.sep) for q in paths))
+
+
+@functools.cache
+def bwrap_available() -> str | None:
+    """Why bubblewrap cannot be used here, or None when it works."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    probe = subprocess.run(
+        ["bwrap", "--unshare-all", "--share-net", "--ro-bind", "/", "/", "--uid", "65534", "true"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        return f"bwrap cannot create a sandbox here: {probe.stderr.strip()[:200]}"
+    return None
+
+
+def bwrap_argv(
+    python: str, work: Path, notebook_dir: Path, runtime: Path, forbidden: list[Path]
+) -> list[str]:
+    """The bubblewrap command: ``work`` (writable) appears at ``notebook_dir``, nothing else of ours."""
+    argv = ["bwrap", "--unshare-all", "--share-net", "--die-with-parent", "--new-session"]
+    for d in SYSTEM_DIRS:
+        argv += ["--ro-bind-try", d, d]
+    for link, target in SYSTEM_LINKS.items():
+        argv += ["--symlink", target, link] if os.path.islink(link) else ["--ro-bind-try", link, link]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    real_forbidden = [os.path.realpath(f) for f in forbidden]
+    for p in python_paths(python):
+        clash = [f for f in real_forbidden if f == p or f.startswith(p + os.sep)]
+        if clash:  # e.g. a sys.path entry that is the course root itself: leave it out
+            continue
+        argv += ["--ro-bind", p, p]
+    argv += ["--ro-bind", str(runtime), str(runtime)]
+    argv += ["--bind", str(work), str(notebook_dir), "--chdir", str(notebook_dir)]
+    argv += ["--uid", "65534", "--gid", "65534", "--cap-drop", "ALL", "--clearenv"]
+    return argv
+
+
+def kernel_env(limits: Limits, home: Path) -> dict[str, str]:
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "NBGRADER_EXECUTION": "autograde",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(limits.threads)
+    if "DPOLAB_DEVICE" in os.environ:
+        env["DPOLAB_DEVICE"] = os.environ["DPOLAB_DEVICE"]
+    return env
+
+
+def write_kernelspec(
+    jupyter_dir: Path,
+    *,
+    python: str,
+    limits: Limits,
+    sandbox: bool,
+    work: Path,
+    notebook_dir: Path,
+    runtime: Path,
+    forbidden: list[Path],
+) -> list[str]:
+    """Write ``jupyter_dir/kernels/python3/kernel.json``; return its command (for the log)."""
+    argv = []
+    if shutil.which("prlimit"):  # util-linux; without it the kernel runs without resource limits
+        argv += [
+            "prlimit",
+            f"--as={limits.memory_mb * 2**20}",
+            f"--fsize={limits.file_mb * 2**20}",
+            "--core=0",
+            "--",
+        ]
+    env = kernel_env(limits, work if not sandbox else notebook_dir)
+    if not sandbox and shutil.which("setpriv"):
+        # jupyter_client starts kernels in their own session: when the runner kills a worker at
+        # the notebook's wall-clock limit, its kernel must die too (bwrap does this itself).
+        argv += ["setpriv", "--pdeathsig", "KILL", "--"]
+    if sandbox:
+        argv += bwrap_argv(python, work, notebook_dir, runtime, forbidden)
+        for key, value in env.items():  # --clearenv: the sandbox sees only these
+            argv += ["--setenv", key, value]
+    argv += [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec = {"argv": argv, "display_name": "Python 3 (dpolab-grade)", "language": "python"}
+    if sandbox:
+        # A SIGINT sent to bwrap is not forwarded into its PID namespace: the interrupt that ends a
+        # cell at its timeout goes as a message on the control channel instead.
+        spec["interrupt_mode"] = "message"
+    else:
+        spec["env"] = env
+    folder = jupyter_dir / "kernels" / "python3"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return argv
+
+
+def default_python() -> str:
+    return sys.executable

@@ -1,0 +1,166 @@
+"""One notebook of one student, graded in its own scratch course (run as a subprocess).
+
+    python -m dpolab.autograde.worker UNIT/spec.json   ->   UNIT/result.json
+
+The scratch course holds a copy of the grader's gradebook, an empty source folder (the
+solutions are never there) and this one submitted notebook. nbgrader's ``autograde`` runs with
+``OverwriteCells.add_missing_cells`` (deleted grade cells come back from the gradebook, edited
+ones are restored by checksum), a per-cell timeout and the output cap; ``generate_feedback``
+runs with hidden tests and their traceback lines removed. The runner kills this process (and
+the kernel with it) when the notebook's wall-clock limit passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import traceback
+from pathlib import Path
+
+from .sandbox import Limits, write_kernelspec
+
+REASONS = [
+    # (pattern in nbgrader's log, reason in plain words); the first that matches wins
+    (r"DeadKernelError|Kernel died|kernel died", "the kernel died while running the notebook "
+     "(os._exit, a crash, or the memory limit of {memory_mb} MB)"),
+    (r"CellTimeoutError|TimeoutError|UnresponsiveKernelError|Timeout waiting",
+     "a cell ran past the {cell_timeout} s limit and could not be interrupted "
+     "(e.g. a loop that catches KeyboardInterrupt)"),
+    (r"MemoryError", "the notebook ran out of memory (limit {memory_mb} MB)"),
+]  # fmt: skip
+
+
+def explain(log: str, limits: Limits) -> str:
+    for pattern, reason in REASONS:
+        if re.search(pattern, log):
+            return reason.format(**vars(limits))
+    last = [line for line in log.strip().splitlines() if "ERROR" in line or "Error" in line]
+    return "nbgrader could not autograde it: " + (last[-1].strip()[:300] if last else "unknown error")
+
+
+def config(spec: dict, limits: Limits):
+    from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+    from nbgrader.preprocessors import (
+        AssignLatePenalties,
+        CheckCellMetadata,
+        ClearHiddenTests,
+        Execute,
+        GetGrades,
+        IgnorePattern,
+        LimitOutput,
+        SaveAutoGrades,
+    )
+    from traitlets.config import Config
+
+    from .preprocessors import HideHiddenTracebacks, LimitOutputSize
+
+    course = Path(spec["unit"]) / "course"
+    c = Config()
+    c.CourseDirectory.root = str(course)
+    c.CourseDirectory.source_directory = "source"
+    c.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
+    c.Execute.timeout = limits.cell_timeout
+    c.Execute.interrupt_on_timeout = True
+    c.Execute.startup_timeout = 120
+    c.OverwriteCells.add_missing_cells = True
+    c.LimitOutputSize.max_chars = limits.output_chars
+    # nbgrader's own pipeline, with the output cap right after execution
+    c.Autograde.autograde_preprocessors = [
+        Execute,
+        LimitOutputSize,
+        IgnorePattern,
+        ClearMetadataPreprocessor,
+        LimitOutput,
+        SaveAutoGrades,
+        AssignLatePenalties,
+        CheckCellMetadata,
+    ]
+    c.GenerateFeedback.preprocessors = [
+        GetGrades,
+        HideHiddenTracebacks,
+        ClearHiddenTests,
+        LimitOutputSize,
+        CSSHTMLHeaderPreprocessor,
+    ]
+    return c
+
+
+def setup(spec: dict, limits: Limits) -> Path:
+    """The scratch course; returns the kernel's work folder."""
+    unit = Path(spec["unit"])
+    course = unit / "course"
+    a, sid, nb = spec["assignment"], spec["student_id"], spec["notebook"]
+    (course / "source" / a).mkdir(parents=True, exist_ok=True)
+    shutil.copy(spec["gradebook"], course / "gradebook.db")
+    submitted = course / "submitted" / sid / a
+    submitted.mkdir(parents=True, exist_ok=True)
+    shutil.copy(unit / "submission.ipynb", submitted / f"{nb}.ipynb")
+    notebook_dir = course / "autograded" / sid / a
+    notebook_dir.mkdir(parents=True, exist_ok=True)
+    work = unit / "work"
+    runtime = unit / "runtime"
+    for d in (work, runtime):
+        d.mkdir(exist_ok=True)
+    os.chmod(work, 0o777)  # the kernel's (sandboxed) user writes here
+    argv = write_kernelspec(
+        unit / "jupyter",
+        python=spec["kernel_python"],
+        limits=limits,
+        sandbox=spec["sandbox"],
+        work=work,
+        notebook_dir=notebook_dir,
+        runtime=runtime,
+        forbidden=[Path(p) for p in spec["forbidden"]],
+    )
+    os.environ["JUPYTER_PATH"] = str(unit / "jupyter")
+    os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)
+    os.environ["JUPYTER_CONFIG_DIR"] = str(unit / "jupyter-config")
+    os.environ["JUPYTER_DATA_DIR"] = str(unit / "jupyter-data")
+    print("kernel:", " ".join(argv), flush=True)
+    return work
+
+
+def grade(spec: dict) -> dict:
+    from nbgrader.api import Gradebook
+    from nbgrader.apps import NbGraderAPI
+
+    limits = Limits(**spec["limits"])
+    setup(spec, limits)
+    a, sid, nb = spec["assignment"], spec["student_id"], spec["notebook"]
+    course = Path(spec["unit"]) / "course"
+    api = NbGraderAPI(config=config(spec, limits))
+    result = api.autograde(a, sid, force=True, create=True)
+    log = result.get("log", "") + result.get("error", "")
+    print(log, flush=True)
+    graded = course / "autograded" / sid / a / f"{nb}.ipynb"
+    if not result["success"] or not graded.exists():
+        return {"status": "ungradable", "reason": explain(log, limits), "grades": {}}
+    feedback = api.generate_feedback(a, sid, force=True)
+    print(feedback.get("log", "") + feedback.get("error", ""), flush=True)
+    html = course / "feedback" / sid / a / f"{nb}.html"
+    if not feedback["success"] or not html.exists():
+        return {"status": "ungradable", "reason": "nbgrader could not write the feedback", "grades": {}}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        notebook = gb.find_submission_notebook(nb, a, sid)
+        grades = {g.name: g.score for g in notebook.grades if g.max_score > 0}
+    return {"status": "graded", "reason": "", "grades": grades, "feedback": str(html)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec_path = Path((argv or sys.argv[1:])[0])
+    spec = json.loads(spec_path.read_text())
+    try:
+        result = grade(spec)
+    except Exception:  # reported, never raised: the run goes on
+        traceback.print_exc()
+        result = {"status": "ungradable", "reason": "the grader failed: " + traceback.format_exc(limit=1)[-300:],
+                  "grades": {}}  # fmt: skip
+    (spec_path.parent / "result.json").write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

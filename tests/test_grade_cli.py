@@ -1,0 +1,477 @@
+"""``dpolab-grade`` end to end: one class graded together, correct, partial and hostile.
+
+The class is graded against a one-notebook assignment (notebook 01 of the lab, 11 points), so
+that every student costs one kernel: each hostile case is a real notebook, and the expected
+outcome of each is stated in ``CLASS`` (a score out of 11, or ``ungradable`` with words of its
+reason). The file isolation cases need bubblewrap (``scripts/setup.sh test`` installs it when
+run as root); without it they are skipped with the reason.
+
+Part B of issue 9 (not here): hidden tests that compare with expected values prepared outside
+the student's kernel, so that monkeypatching ``torch.allclose`` / builtins or importing the
+reference earns nothing — see ``test_monkeypatching_earns_nothing`` (xfail, strict).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import shutil
+import sqlite3
+import zipfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from notebook_tools import ASSIGNMENT, MARKER, ROOT, SOLUTIONS, grading_meta, solved_release
+
+NB = "01_dpo_loss"
+POINTS = 11
+CELL_TIMEOUT = 15
+NOTEBOOK_TIMEOUT = 150
+MEMORY_MB = 3000
+
+bwrap_missing = None
+try:
+    from dpolab.autograde.sandbox import bwrap_available
+
+    bwrap_missing = bwrap_available()
+except ImportError as err:  # pragma: no cover
+    bwrap_missing = str(err)
+
+
+# --------------------------------------------------------------------------- the class
+def _cell(source: str):
+    return nbformat.v4.new_code_cell(source)
+
+
+def _with_cell(nb, source: str, at: int = 2):
+    nb.cells.insert(at, _cell(source))
+    return nb
+
+
+def _drop(nb, grade_id: str):
+    nb.cells = [c for c in nb.cells if grading_meta(c).get("grade_id") != grade_id]
+    return nb
+
+
+def _edit(nb, grade_id: str, source: str):
+    for c in nb.cells:
+        if grading_meta(c).get("grade_id") == grade_id:
+            c.source = source
+    return nb
+
+
+PLANTED = {"dpo_loss_answer": ("(chosen_rewards > rejected_rewards)", "(chosen_rewards >= rejected_rewards)")}
+KBI_LOOP = """import time
+while True:  # swallows the interrupt nbgrader sends at the timeout
+    try:
+        time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+"""
+SNOOP = """import json, os, pathlib
+found = {}
+for what, path in TARGETS["read"].items():
+    try:
+        pathlib.Path(path).read_bytes()
+        found["read " + what] = "DONE"
+    except Exception:
+        found["read " + what] = "denied"
+for what, path in TARGETS["write"].items():
+    try:
+        with open(path, "a") as f:
+            f.write("tampered")
+        found["write " + what] = "DONE"
+    except Exception:
+        found["write " + what] = "denied"
+print("SNOOP" + json.dumps(found, sort_keys=True) + "SNOOP")
+"""
+STEAL_SOLUTION = """import json
+_src = json.load(open(SOLUTION_PATH))
+exec("\\n".join(
+    "".join(c["source"]) for c in _src["cells"]
+    if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "dpo_loss_answer"
+))
+"""
+
+
+def _paths(tmp: Path) -> dict:
+    return {
+        "class": tmp / "class",
+        "solutions": tmp / "course" / "solutions" / ASSIGNMENT,
+        "out": tmp / "out",
+    }
+
+
+def build_class(tmp: Path) -> dict[str, tuple]:
+    """Write the class; return ``{student: (expected score or None, reason words)}``."""
+    p = _paths(tmp)
+    p["solutions"].mkdir(parents=True)
+    shutil.copy(SOLUTIONS / f"{NB}.ipynb", p["solutions"])
+    release = ROOT / "notebooks" / ASSIGNMENT
+    name = f"{NB}.ipynb"
+
+    def solved():
+        return solved_release(name, release)
+
+    targets = {
+        "read": {
+            "solutions": str(p["solutions"] / name),
+            "repo solutions": str(SOLUTIONS / name),
+            "gradebook": str(p["out"] / "gradebook.db"),
+            "other student": str(p["class"] / "solved_flat" / name),
+        },
+        "write": {
+            "solutions": str(p["solutions"] / name),
+            "other student": str(p["class"] / "solved_flat" / name),
+            "out folder": str(p["out"] / "grades.csv"),
+            "new file in out": str(p["out"] / "pwned.txt"),
+            "tmp of the grader": "/tmp/dpolab-pwned.txt",
+        },
+    }
+    targets_line = f"TARGETS = {json.dumps(targets)}\n"
+    steal = f"SOLUTION_PATH = {str(p['solutions'] / name)!r}\n" + STEAL_SOLUTION
+    not_ours = nbformat.v4.new_notebook()
+    not_ours.cells = [_cell("x = 1")]
+    not_ours.cells[0].metadata["nbgrader"] = {
+        "grade_id": "other_lab_answer",
+        "solution": True,
+        "grade": False,
+    }
+    untouched = nbformat.read(release / name, as_version=4)
+
+    # student: (notebook or raw bytes, file name, layout, expected score or None, reason words)
+    cases = {
+        "solved": (solved(), name, "nbgrader", POINTS, ""),
+        "solved_flat": (solved(), name, "flat", POINTS, ""),
+        "solved_zip": (solved(), name, "zip", POINTS, ""),
+        "partial": (solved_release(name, release, PLANTED), name, "flat", POINTS - 2, ""),
+        "untouched": (untouched, name, "flat", 0, ""),
+        "infinite_loop": (_with_cell(solved(), "while True:\n    pass"), name, "flat", POINTS, ""),
+        "swallows_interrupt": (_with_cell(solved(), KBI_LOOP), name, "flat", None, "interrupt"),
+        "kernel_exit": (_with_cell(solved(), "import os\nos._exit(1)"), name, "flat", None, "kernel died"),
+        "memory_bomb": (
+            _with_cell(solved(), "chunks = []\nwhile True:\n    chunks.append(bytearray(2**28))"),
+            name, "flat", POINTS, "",
+        ),
+        "prints_50mb": (_with_cell(solved(), "print('x' * 50_000_000)"), name, "flat", POINTS, ""),
+        # the planted bug loses test_metrics; the edit would hide it: restored from the gradebook
+        "edited_test": (
+            _edit(solved_release(name, release, PLANTED), "test_metrics", "assert True"),
+            name, "flat", POINTS - 2, "",
+        ),
+        "deleted_test": (_drop(solved(), "test_metrics"), name, "flat", POINTS, ""),
+        "deleted_answer": (_drop(solved(), "dpo_loss_answer"), name, "flat", 0, ""),
+        "renamed": (solved(), "my lab (1).ipynb", "flat", POINTS, "renamed"),
+        "malformed_json": (b'{"cells": [', name, "flat", None, "not a valid notebook"),
+        "empty_file": (b"", name, "flat", None, "is empty"),
+        "other_assignment": (not_ours, name, "flat", None, "not this assignment"),
+        "snoop": (_with_cell(solved(), targets_line + SNOOP), name, "flat", POINTS, ""),
+        # the answer cell executes the solution read from disk: isolated, it finds nothing
+        "reads_solutions": (_edit(untouched, "dpo_loss_answer", steal), name, "flat", 0, ""),
+    }  # fmt: skip
+    if bwrap_missing:  # without the sandbox these two would read and tamper: not graded here
+        del cases["snoop"], cases["reads_solutions"]
+    expected = {}
+    for student, (nb, filename, layout, score, reason) in cases.items():
+        data = nb if isinstance(nb, bytes) else nbformat.writes(nb).encode()
+        if layout == "nbgrader":
+            folder = p["class"] / student / ASSIGNMENT
+        else:
+            folder = p["class"] / student
+        if layout == "zip":
+            p["class"].mkdir(parents=True, exist_ok=True)
+            with zipfile.ZipFile(p["class"] / f"{student}.zip", "w") as zf:
+                zf.writestr(f"{student}/{filename}", data)
+        else:
+            folder.mkdir(parents=True)
+            (folder / filename).write_bytes(data)
+        expected[student] = (score, reason)
+    return expected
+
+
+def tree_hashes(*roots: Path) -> dict[str, str]:
+    return {
+        str(f): hashlib.sha256(f.read_bytes()).hexdigest()
+        for root in roots
+        for f in sorted(Path(root).rglob("*"))
+        if f.is_file()
+    }
+
+
+def grade(p: dict, *extra: str) -> None:
+    from dpolab.autograde.cli import main
+
+    rc = main(
+        [
+            str(p["class"]), "--out", str(p["out"]), "--solutions", str(p["solutions"]), "--jobs", "2",
+            "--cell-timeout", str(CELL_TIMEOUT), "--notebook-timeout", str(NOTEBOOK_TIMEOUT),
+            "--memory-mb", str(MEMORY_MB), "--no-progress", *extra,
+        ]
+    )  # fmt: skip
+    assert rc == 0
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    from dpolab.autograde.course import prepare_course
+
+    tmp = tmp_path_factory.mktemp("grade_cli")
+    expected = build_class(tmp)
+    p = _paths(tmp)
+    master = prepare_course(p["solutions"], ASSIGNMENT, p["out"] / ".grader")
+    before = tree_hashes(p["class"], p["solutions"], SOLUTIONS, master.root)
+    grade(p)
+    after = tree_hashes(p["class"], p["solutions"], SOLUTIONS, master.root)
+    rows = {r["student_id"]: r for r in read_csv(p["out"] / "grades.csv")}
+    return {"p": p, "expected": expected, "rows": rows, "before": before, "after": after, "master": master}
+
+
+# --------------------------------------------------------------------------- outcomes
+def test_every_student_has_one_row(graded):
+    assert sorted(graded["rows"]) == sorted(graded["expected"])
+    assert all(r["max_score"] == str(POINTS) for r in graded["rows"].values())
+
+
+def test_each_case_gets_its_expected_outcome(graded):
+    wrong = []
+    for student, (score, reason) in graded["expected"].items():
+        row = graded["rows"][student]
+        if score is None:
+            ok = row["status"] == "ungradable" and reason in row["reason"]
+        else:
+            ok = row["status"] == "graded" and float(row["score"]) == score and reason in row["reason"]
+        if not ok:
+            wrong.append((student, score, reason, dict(row)))
+    assert not wrong, "\n".join(map(str, wrong))
+
+
+def test_correct_submissions_keep_full_marks(graded):
+    full = [s for s, (score, _) in graded["expected"].items() if score == POINTS]
+    assert len(full) >= 8
+    assert all(graded["rows"][s]["score"] == str(POINTS) for s in full)
+
+
+def test_no_submission_solution_or_gradebook_file_modified(graded):
+    assert graded["before"] == graded["after"]
+    assert not (graded["p"]["out"] / "pwned.txt").exists()
+
+
+def test_cells_csv_has_one_column_per_graded_cell(graded):
+    rows = read_csv(graded["p"]["out"] / "cells.csv")
+    cells = [k for k in rows[0] if k not in ("student_id", "status")]
+    assert cells == [
+        "test_log_probs",
+        "test_dpo_loss",
+        "test_label_smoothing",
+        "test_reference_free",
+        "test_metrics",
+    ]
+    by_student = {r["student_id"]: r for r in rows}
+    assert by_student["partial"]["test_metrics"] == "0" and by_student["partial"]["test_dpo_loss"] == "3"
+    assert by_student["empty_file"]["test_metrics"] == ""  # not graded, not 0
+
+
+def test_merged_gradebook_has_every_grade_once(graded):
+    """One submission per student, one grade per grade cell, the same scores as grades.csv."""
+    from dpolab.autograde.gradebook import scores
+
+    merged = scores(graded["p"]["out"] / "gradebook.db", ASSIGNMENT)
+    assert sorted(merged) == sorted(graded["expected"])
+    for student, row in graded["rows"].items():
+        assert len(merged[student]) == 5
+        assert sum(merged[student].values()) == float(row["score"]), student
+    with sqlite3.connect(graded["p"]["out"] / "gradebook.db") as db:
+        (n,) = db.execute("select count(*) from grade").fetchone()
+        (dup,) = db.execute(
+            "select count(*) from (select notebook_id, cell_id from grade group by 1, 2 having count(*) > 1)"
+        ).fetchone()
+    assert dup == 0 and n == 5 * len(graded["expected"])
+
+
+def test_ungradable_reasons_are_logged(graded):
+    log = (graded["p"]["out"] / "grading.log").read_text()
+    for student, (score, _) in graded["expected"].items():
+        if score is None:
+            assert re.search(rf"WARNING {student}: ungradable", log), student
+
+
+def test_output_is_capped(graded):
+    html = graded["p"]["out"] / "feedback" / "prints_50mb" / f"{NB}.html"
+    assert html.stat().st_size < 2_000_000
+
+
+# --------------------------------------------------------------------------- isolation
+@pytest.mark.skipif(bool(bwrap_missing), reason=f"no file isolation here: {bwrap_missing}")
+def test_student_code_cannot_reach_files(graded):
+    html = (graded["p"]["out"] / "feedback" / "snoop" / f"{NB}.html").read_text()
+    found = json.loads(re.search(r"SNOOP(\{.*?\})SNOOP", html.replace("&quot;", '"')).group(1))
+    # /tmp inside the sandbox is its own (empty, in memory): writing there succeeds and stays there
+    assert found.pop("write tmp of the grader") == "DONE"
+    assert found and set(found.values()) == {"denied"}, found
+    assert not Path("/tmp/dpolab-pwned.txt").exists()
+    assert graded["rows"]["reads_solutions"]["score"] == "0"
+
+
+# --------------------------------------------------------------------------- no leaks
+class _Text(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.parts: list[str] = []
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def html_text(path: Path) -> str:
+    parser = _Text()
+    parser.feed(path.read_text(encoding="utf-8"))
+    import html as html_lib
+
+    return html_lib.unescape("".join(parser.parts))
+
+
+def marked_lines(kind: str) -> list[str]:
+    """Substantial lines between the ``### BEGIN/END {kind}`` markers of the source notebook."""
+    lines = []
+    for cell in nbformat.read(SOLUTIONS / f"{NB}.ipynb", as_version=4).cells:
+        inside = False
+        for line in cell.source.splitlines():
+            m = MARKER.match(line)
+            if m:
+                inside = m.group(1) == "BEGIN" and m.group(2) == kind
+                continue
+            if inside and len(line.strip()) > 25:
+                lines.append(line.strip())
+    return lines
+
+
+def test_feedback_shows_no_hidden_test_line(graded):
+    hidden = marked_lines("HIDDEN TESTS")
+    assert hidden
+    files = list((graded["p"]["out"] / "feedback").rglob("*.html"))
+    assert len(files) >= 12
+    for path in files:
+        text = html_text(path)
+        leaked = [line for line in hidden if line in text]
+        assert not leaked, f"{path}: {leaked[:3]}"
+    # a failing test cell that holds hidden tests shows its message and the student's frames, not its lines
+    partial = html_text(graded["p"]["out"] / "feedback" / "partial" / f"{NB}.html")
+    assert "AssertionError" in partial and "the lines of the hidden test are not shown" in partial
+
+
+def test_feedback_of_the_release_and_the_release_show_no_solution_line(graded):
+    solution = marked_lines("SOLUTION")
+    assert solution
+    texts = {
+        "feedback of the untouched release": html_text(
+            graded["p"]["out"] / "feedback" / "untouched" / f"{NB}.html"
+        ),
+        "grader's release": (graded["master"].release / f"{NB}.ipynb").read_text(),
+    }
+    for what, text in texts.items():
+        leaked = [line for line in solution + marked_lines("HIDDEN TESTS") if line in text]
+        assert not leaked, f"{what}: {leaked[:3]}"
+
+
+# --------------------------------------------------------------------------- re-runs
+def test_rerun_grades_only_what_changed(graded):
+    p = graded["p"]
+    results = p["out"] / "results"
+    stamps = {f.name: f.stat().st_mtime_ns for f in results.glob("*.json")}
+    nb = solved_release(f"{NB}.ipynb", ROOT / "notebooks" / ASSIGNMENT, PLANTED)
+    nbformat.write(nb, p["class"] / "untouched" / f"{NB}.ipynb")  # the student resubmits
+    grade(p)
+    changed = {f.name for f in results.glob("*.json") if f.stat().st_mtime_ns != stamps[f.name]}
+    assert changed == {"untouched.json"}
+    rows = {r["student_id"]: r for r in read_csv(p["out"] / "grades.csv")}
+    assert rows["untouched"]["score"] == str(POINTS - 2)
+    assert {s: r["score"] for s, r in rows.items() if s != "untouched"} == {
+        s: r["score"] for s, r in graded["rows"].items() if s != "untouched"
+    }
+
+
+# --------------------------------------------------------------------------- part B
+@pytest.mark.xfail(
+    strict=True, reason="part B of issue 9: hidden tests still compare inside the student's kernel"
+)
+def test_monkeypatching_earns_nothing():
+    """TODO(part B): a submission whose answer cell sets ``torch.allclose = lambda *a, **k: True``
+    (or patches ``math.isclose``, builtins, switches off ``dpolab.grading.run_own_code``, or copies
+    ``inspect.getsource(dpolab.DPOLoss)``) must score 0 once hidden tests compare against expected
+    values prepared outside the kernel and the kernel's environment holds no reference. Today such
+    an answer is graded inside the student's process, where it can pass: hence xfail."""
+    raise AssertionError("not yet isolated: the comparison with the reference runs in the student's kernel")
+
+
+# --------------------------------------------------------------------------- inputs (no kernel)
+def test_zip_is_read_safely(tmp_path):
+    from dpolab.autograde.inputs import MAX_NOTEBOOK_BYTES, find_submissions
+
+    good = nbformat.writes(nbformat.v4.new_notebook()).encode()
+    with zipfile.ZipFile(tmp_path / "alice.zip", "w") as zf:
+        zf.writestr("alice/01_dpo_loss.ipynb", good)
+        zf.writestr("../../escape.ipynb", good)
+        zf.writestr("/etc/abs.ipynb", good)
+        link = zipfile.ZipInfo("alice/link.ipynb")
+        link.external_attr = 0o120777 << 16  # a symbolic link
+        zf.writestr(link, "/etc/passwd")
+        zf.writestr("alice/big.ipynb", b" " * (MAX_NOTEBOOK_BYTES + 1), compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr("__MACOSX/alice/._01_dpo_loss.ipynb", b"junk")
+    (tmp_path / "bob.zip").write_bytes(b"not a zip")
+    (tmp_path / "notes.txt").write_text("ignored")
+    subs = {s.student_id: s for s in find_submissions(tmp_path, ASSIGNMENT)}
+    assert sorted(subs) == ["alice", "bob"]
+    assert list(subs["alice"].files) == ["01_dpo_loss.ipynb"]
+    problems = " | ".join(subs["alice"].problems)
+    for words in ("unsafe path '../../escape.ipynb'", "unsafe path '/etc/abs.ipynb'", "link", "larger than"):
+        assert words in problems
+    assert "not a readable zip" in subs["bob"].problems[0]
+    assert not (tmp_path.parent / "escape.ipynb").exists()
+
+
+def test_layouts_and_renamed_notebooks(tmp_path):
+    from dpolab.autograde.inputs import find_submissions, match_notebooks
+
+    release = ROOT / "notebooks" / ASSIGNMENT
+    names = sorted(p.stem for p in release.glob("*.ipynb"))
+    (tmp_path / "submitted" / "ann" / ASSIGNMENT).mkdir(parents=True)
+    (tmp_path / "submitted" / "ben").mkdir(parents=True)
+    for n in names:
+        shutil.copy(release / f"{n}.ipynb", tmp_path / "submitted" / "ann" / ASSIGNMENT)
+    shutil.copy(release / f"{names[0]}.ipynb", tmp_path / "submitted" / "ben" / "Copy of lab.ipynb")
+    (tmp_path / "submitted" / "ben" / f"{names[1]}.ipynb").write_text("")
+    expected = {}
+    for n in names:
+        nb = nbformat.read(release / f"{n}.ipynb", as_version=4)
+        expected[n] = {grading_meta(c)["grade_id"] for c in nb.cells if grading_meta(c)}
+    subs = {s.student_id: s for s in find_submissions(tmp_path, ASSIGNMENT)}  # the course root
+    files, problems, notes = match_notebooks(subs["ann"], expected)
+    assert sorted(files) == names and not problems and not notes
+    files, problems, notes = match_notebooks(subs["ben"], expected)
+    assert list(files) == [names[0]] and notes == [f"Copy of lab.ipynb graded as {names[0]}.ipynb (renamed)"]
+    assert problems == {names[1]: f"{names[1]}.ipynb is empty", names[2]: f"{names[2]}.ipynb is missing"}
+
+
+def test_notebook_wall_clock_limit(graded, tmp_path):
+    """A notebook past --notebook-timeout is killed with its kernel and reported; the run goes on."""
+    p = dict(graded["p"], **{"class": tmp_path / "class", "out": tmp_path / "out"})
+    shutil.copytree(graded["p"]["out"] / ".grader", p["out"] / ".grader")  # the grader's course, reused
+    nb = _with_cell(solved_release(f"{NB}.ipynb", ROOT / "notebooks" / ASSIGNMENT), "while True:\n    pass")
+    (p["class"] / "slow").mkdir(parents=True)
+    nbformat.write(nb, p["class"] / "slow" / f"{NB}.ipynb")
+    from dpolab.autograde.cli import main
+
+    args = [str(p["class"]), "--out", str(p["out"]), "--solutions", str(p["solutions"]), "--no-progress"]
+    assert main([*args, "--cell-timeout", "60", "--notebook-timeout", "12"]) == 0
+    (row,) = read_csv(p["out"] / "grades.csv")
+    assert row["status"] == "ungradable" and "longer than the 12 s limit" in row["reason"]
