@@ -25,7 +25,7 @@ from dpolab import (
     sequence_logps,
     train_preference,
 )
-from dpolab.training.hf import hf_char_tokenizer, tiny_llama
+from dpolab.training.hf import TRL_LOG_NAMES, hf_char_tokenizer, tiny_llama
 from dpolab.training.preference import PreferenceData
 
 pytest.importorskip("transformers")
@@ -81,18 +81,6 @@ def test_the_preference_loop_trains_a_hf_model(hf_tok):
     assert reward_accuracy(policy, reference, pairs, hf_tok) >= 0.9
 
 
-# TRL's name for each of the lab's metric keys.
-TRL_KEYS = {
-    "loss": "loss",
-    "chosen_reward": "rewards/chosen",
-    "rejected_reward": "rewards/rejected",
-    "reward_margin": "rewards/margins",
-    "accuracy": "rewards/accuracies",
-    "chosen_log_prob": "logps/chosen",
-    "rejected_log_prob": "logps/rejected",
-}
-
-
 def test_trl_dpo_trainer_logs_the_lab_loss_and_rewards_on_one_batch(hf_tok, tmp_path):
     pytest.importorskip("trl")
     from datasets import load_dataset
@@ -137,6 +125,6 @@ def test_trl_dpo_trainer_logs_the_lab_loss_and_rewards_on_one_batch(hf_tok, tmp_
     )
     trainer.train()
     logged = trainer.state.log_history[0]
-    for key, trl_key in TRL_KEYS.items():
+    for key, trl_key in TRL_LOG_NAMES.items():
         assert logged[trl_key] == pytest.approx(lab[key].item(), rel=1e-5, abs=1e-5), key
     assert 0 < logged["rewards/accuracies"] < 1  # a real mix, not a degenerate batch

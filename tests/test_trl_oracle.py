@@ -40,6 +40,7 @@ from dpolab.losses.logprobs import response_token_counts, sequence_logps, token_
 from dpolab.losses.metrics import preference_metrics
 from dpolab.losses.orpo import log1mexp, orpo_odds_ratio_loss
 from dpolab.losses.simpo import simpo_loss
+from dpolab.training.hf import TRL_LOG_NAMES
 
 TRL_VERSION = "1.16.0"
 if trl.__version__ != TRL_VERSION:
@@ -58,14 +59,7 @@ DTYPES = [pytest.param(torch.float32, id="float32"), pytest.param(torch.float64,
 SEEDS = [0, 1, 2]
 
 # TRL's name for each of dpolab.losses.metrics.preference_metrics' keys (DPOTrainer._metrics[mode]).
-TRL_METRIC_NAMES = {
-    "chosen_reward": "rewards/chosen",
-    "rejected_reward": "rewards/rejected",
-    "reward_margin": "rewards/margins",
-    "accuracy": "rewards/accuracies",
-    "chosen_log_prob": "logps/chosen",
-    "rejected_log_prob": "logps/rejected",
-}
+TRL_METRIC_NAMES = {ours: theirs for ours, theirs in TRL_LOG_NAMES.items() if ours != "loss"}
 
 
 def close(actual, expected, dtype, msg, tol=None):

@@ -17,6 +17,17 @@ from typing import Any
 
 from ..data.tokenizer import EOS_TOKEN, PAD_TOKEN, CharTokenizer
 
+# The key under which TRL's DPOTrainer logs each of the lab's DPO numbers (``trainer.state.log_history``).
+TRL_LOG_NAMES = {
+    "loss": "loss",
+    "chosen_reward": "rewards/chosen",
+    "rejected_reward": "rewards/rejected",
+    "reward_margin": "rewards/margins",
+    "accuracy": "rewards/accuracies",
+    "chosen_log_prob": "logps/chosen",
+    "rejected_log_prob": "logps/rejected",
+}
+
 _INSTALL_HINT = 'the Hugging Face bridge needs transformers and TRL: pip install "dpolab[trl]"'
 
 
