@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
+import os
 import textwrap
 import warnings
 from dataclasses import dataclass
@@ -95,25 +97,69 @@ def load(name: str) -> Notebook:
     return Notebook(name, code[0].source, tuple(answers), tuple(tests), tuple(order))
 
 
-def failing_cells(name: str, replace: dict[str, str] | None = None) -> dict[str, str]:
-    """Run notebook ``name`` with some answer cells' sources replaced; ``{grade_id: error}``."""
+def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, list]]:
+    """Run notebook ``name`` with some answer cells' sources replaced.
+
+    Returns ``({grade_id: error}, {grade_id: records})``: the cells that raised, and what each
+    grade cell's hidden tests recorded (:class:`dpolab.grading.Probe`) for the grader to judge.
+    """
+    from dpolab.autograde.records import ENV, collect_into
+
     nb = load(name)
     replace = replace or {}
     unknown = set(replace) - {c.grade_id for c in nb.answers}
     assert not unknown, f"{name} has no answer cells {unknown}"
     ns: dict = {"__name__": "__main__"}
     failures: dict[str, str] = {}
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nbgrader does not fail a cell for a warning either
-        exec(compile(nb.setup, f"<{name} setup>", "exec"), ns)
-        for cell in nb.order:
-            source = replace.get(cell.grade_id, cell.source)
-            try:
-                exec(compile(source, f"<{name} {cell.grade_id}>", "exec"), ns)
-            except Exception as err:  # any error fails the cell, as in nbgrader
-                if cell in nb.answers:  # the notebook does not even define the answer
-                    return {t: f"answer cell {cell.grade_id} raised {err!r}" for t in nb.test_ids}
-                failures[cell.grade_id] = f"{type(err).__name__}: {err}"
+    records: dict[str, list] = {}
+    sink: list = []
+    previous = os.environ.get(ENV)
+    os.environ[ENV] = "1"
+    collect_into(sink)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nbgrader does not fail a cell for a warning either
+            exec(compile(nb.setup, f"<{name} setup>", "exec"), ns)
+            for cell in nb.order:
+                source = replace.get(cell.grade_id, cell.source)
+                sink.clear()
+                try:
+                    exec(compile(source, f"<{name} {cell.grade_id}>", "exec"), ns)
+                except Exception as err:  # any error fails the cell, as in nbgrader
+                    if cell in nb.answers:  # the notebook does not even define the answer
+                        every = {t: f"answer cell {cell.grade_id} raised {err!r}" for t in nb.test_ids}
+                        return every, {}
+                    failures[cell.grade_id] = f"{type(err).__name__}: {err}"
+                if cell in nb.tests and sink:
+                    records[cell.grade_id] = [json.loads(json.dumps(r)) for r in sink]
+    finally:
+        collect_into(None)
+        if previous is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = previous
+    return failures, records
+
+
+@functools.cache
+def fixtures(name: str) -> dict[str, list]:
+    """What the hidden tests record on the solution itself: the grader's expected values."""
+    failures, records = run_cells(name)
+    assert not failures, f"{name}: the solution fails {failures}"
+    return records
+
+
+def failing_cells(name: str, replace: dict[str, str] | None = None) -> dict[str, str]:
+    """``{grade_id: why}`` for the grade cells that would score nothing, as ``dpolab-grade`` judges:
+    the cell raised in the kernel, or its records differ from the solution's (judged outside)."""
+    from dpolab.autograde.records import judge
+
+    failures, records = run_cells(name, replace)
+    for grade_id, want in fixtures(name).items():
+        if grade_id not in failures:
+            wrong = judge(records.get(grade_id), want)
+            if wrong:
+                failures[grade_id] = "hidden test failed: " + wrong[0]
     return failures
 
 

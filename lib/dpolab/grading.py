@@ -256,3 +256,9 @@ def random_preference_batch(
 
     prompts, chosen, rejected = rows(prompt_len), rows(chosen_len), rows(rejected_len)
     return collate_preferences(prompts, chosen, rejected, pad_token_id=0).to(device)
+
+
+# --------------------------------------------------------------------------- hidden tests
+# The hidden tests record what the student's code returned; the grader judges the records
+# outside the student's kernel (see dpolab.autograde.records).
+from .autograde.records import Probe as Probe  # noqa: E402  (re-exported for the hidden tests)

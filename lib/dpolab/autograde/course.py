@@ -49,6 +49,10 @@ class GraderCourse:
         return self.root / "gradebook.db"
 
     @property
+    def fixtures(self) -> Path:
+        return self.root / "fixtures.json"
+
+    @property
     def release(self) -> Path:
         return self.root / "release" / self.assignment
 
@@ -121,6 +125,22 @@ def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCours
             order = [c.metadata.get("nbgrader", {}).get("grade_id") for c in source.cells]
             for cell in sorted(notebook.grade_cells, key=lambda g: order.index(g.name)):
                 cells.append({"notebook": notebook.name, "name": cell.name, "points": cell.max_score})
+    # What the hidden tests record on the solutions: students' records are judged against these.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dpolab.autograde.fixtures",
+            str(tmp / "source" / assignment),
+            str(tmp / "fixtures.json"),
+        ],
+        cwd=tmp,
+        env=nbgrader_env(),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the hidden tests failed on the solutions:\n{proc.stdout}\n{proc.stderr[-3000:]}")
     (tmp / "grade_cells.json").write_text(json.dumps(cells, indent=1))
     # The grader's course never holds the solutions: only the gradebook and the release.
     shutil.rmtree(tmp / "source")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from nbconvert.preprocessors import Preprocessor
-from traitlets import Bool, Integer
+from traitlets import Bool, Integer, Unicode
 
 HIDDEN = "### BEGIN HIDDEN TESTS"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -85,4 +85,58 @@ class HideHiddenTracebacks(Preprocessor):
                 "(the lines of the hidden test are not shown; the message says what failed)",
             )
             out.traceback = kept
+        return cell, resources
+
+
+class JudgeRecords(Preprocessor):
+    """Score the hidden tests outside the kernel (autograde, right after execution).
+
+    A grade cell with fixtures passes only if the records its hidden tests sent match them
+    (:func:`dpolab.autograde.records.judge`). Otherwise an error output saying what differs is
+    added to the cell, and nbgrader gives it no points. The records are removed from the
+    outputs either way (they are for the grader, not for the feedback).
+    """
+
+    enabled = Bool(True)
+    fixtures = Unicode("", help="the fixtures file of the assignment (JSON)").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        import json
+
+        self._want = {}
+        if self.fixtures:
+            with open(self.fixtures) as f:
+                everything = json.load(f)
+            self._want = everything.get(resources["nbgrader"]["notebook"], {})
+        return super().preprocess(nb, resources)
+
+    def preprocess_cell(self, cell, resources, index):
+        from nbformat.v4 import new_output
+
+        from .records import cell_records, judge
+
+        if cell.cell_type != "code":
+            return cell, resources
+        records, others = cell_records(cell.get("outputs", []))
+        cell.outputs = others
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        want = self._want.get(grade_id) if cell.metadata.get("nbgrader", {}).get("grade") else None
+        if want is None:
+            return cell, resources
+        if any(o.output_type == "error" for o in cell.outputs):
+            return cell, resources  # already failed in the kernel
+        failures = judge(records, want)
+        if failures:
+            shown = failures[:3] + ([f"... and {len(failures) - 3} more"] if len(failures) > 3 else [])
+            cell.outputs.append(
+                new_output(
+                    "error",
+                    ename="AssertionError",
+                    evalue="hidden test failed: " + shown[0],
+                    traceback=[
+                        "AssertionError: the hidden tests of this cell failed (checked by the grader):"
+                    ]
+                    + [f"  - {line}" for line in shown],
+                )
+            )
         return cell, resources

@@ -80,6 +80,7 @@ def run_unit(unit: Unit, opts: Options, course: GraderCourse, use_bwrap: bool, s
     spec = {
         "unit": str(folder),
         "gradebook": str(course.gradebook),
+        "fixtures": str(course.fixtures),
         "assignment": opts.assignment,
         "student_id": unit.student_id,
         "notebook": unit.notebook,

@@ -103,6 +103,7 @@ def kernel_env(limits: Limits, home: Path) -> dict[str, str]:
         "MPLBACKEND": "Agg",
         "MPLCONFIGDIR": "/tmp/matplotlib",
         "NBGRADER_EXECUTION": "autograde",
+        "DPOLAB_RECORDS": "1",  # the hidden tests send their records (dpolab.autograde.records)
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

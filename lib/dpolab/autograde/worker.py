@@ -55,7 +55,7 @@ def config(spec: dict, limits: Limits):
     )
     from traitlets.config import Config
 
-    from .preprocessors import HideHiddenTracebacks, LimitOutputSize
+    from .preprocessors import HideHiddenTracebacks, JudgeRecords, LimitOutputSize
 
     course = Path(spec["unit"]) / "course"
     c = Config()
@@ -67,9 +67,11 @@ def config(spec: dict, limits: Limits):
     c.Execute.startup_timeout = 120
     c.OverwriteCells.add_missing_cells = True
     c.LimitOutputSize.max_chars = limits.output_chars
-    # nbgrader's own pipeline, with the output cap right after execution
+    c.JudgeRecords.fixtures = spec["fixtures"]
+    # nbgrader's own pipeline; the hidden tests judged and the output cap right after execution
     c.Autograde.autograde_preprocessors = [
         Execute,
+        JudgeRecords,
         LimitOutputSize,
         IgnorePattern,
         ClearMetadataPreprocessor,
