@@ -66,18 +66,29 @@ def test_batch_with_logps_gives_those_logps():
 
 
 def test_with_correct_log_probs_isolates_forward():
-    from dpolab.grading import with_correct_log_probs
+    from dpolab.grading import batch_with_logps, with_correct_log_probs
 
     class Broken(dpolab.DPOLoss):
         def compute_log_probs(self, logits, labels, loss_mask):
             return torch.zeros(logits.shape[0])
 
-    logits, labels, mask = random_lm_batch()
     fixed = with_correct_log_probs(Broken)
     assert fixed.__name__ == "Broken"
-    torch.testing.assert_close(
-        fixed().compute_log_probs(logits, labels, mask), dpolab.sequence_logps(logits, labels, mask)
-    )
-    for dtype in (torch.float16, torch.float64):
-        out = fixed().compute_log_probs(logits.to(dtype), labels, mask)
+    want = torch.tensor([-1e-3, -1.0, -5.0, -1e4], dtype=torch.float64)
+    logits, labels, mask = batch_with_logps(want, dtype=torch.float64)
+    got = fixed().compute_log_probs(logits, labels, mask)
+    torch.testing.assert_close(got, want, rtol=1e-7, atol=0)
+    torch.testing.assert_close(got, dpolab.sequence_logps(logits, labels, mask))
+    for dtype in (torch.float16, torch.float32, torch.float64):
+        out = fixed().compute_log_probs(*batch_with_logps(want, dtype=dtype))
         assert out.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    # forward() with the known-good log-probs is the reference's forward
+    chosen, rejected = batch_with_logps([-1.0, -7.0]), batch_with_logps([-3.0, -2.0])
+    ref_chosen, ref_rejected = batch_with_logps([-2.0, -6.0])[0], batch_with_logps([-2.5, -2.5])[0]
+    args = (chosen[0], rejected[0], chosen[1], rejected[1], chosen[2], rejected[2], ref_chosen, ref_rejected)
+    loss, metrics = fixed(beta=0.5, label_smoothing=0.1)(*args)
+    want_loss, want_metrics = dpolab.DPOLoss(beta=0.5, label_smoothing=0.1)(*args)
+    torch.testing.assert_close(loss, want_loss)
+    torch.testing.assert_close(metrics, want_metrics)
+    with pytest.raises(ValueError, match="batch_with_logps"):  # it knows no other batch
+        fixed().compute_log_probs(*random_lm_batch())

@@ -12,7 +12,9 @@ test then records which grade cells raise and compares that set with the expecte
   so a log-prob bug costs the log-prob part only).
 
 Correct rewrites written differently (other formulas, loops, other library calls) must
-make no cell fail, and importing the reference from ``dpolab`` must score nothing.
+make no cell fail, and importing the reference from ``dpolab`` must score nothing, as must an
+answer that patches the comparisons and the guard (``CHEATS``): the grade cells' records are
+judged against the solution's outside the cells.
 
 A case the grade cells get wrong is marked ``xfail(strict=True)`` with the reason: fix the
 hidden test in ``solutions/`` (then the xfail turns into an error and is removed here).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import io
 import json
 import os
@@ -97,6 +100,16 @@ def load(name: str) -> Notebook:
     return Notebook(name, code[0].source, tuple(answers), tuple(tests), tuple(order))
 
 
+# What a cheating answer patches (see CHEATS): the cells run in this process, so run_cells restores them.
+PATCHABLE = (
+    ("builtins", "abs"),
+    ("math", "isclose"),
+    ("torch", "allclose"),
+    ("torch.testing", "assert_close"),
+    ("dpolab.grading", "run_own_code"),
+)
+
+
 def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, list]]:
     """Run notebook ``name`` with some answer cells' sources replaced.
 
@@ -105,6 +118,7 @@ def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[st
     """
     from dpolab.autograde.records import ENV, collect_into
 
+    saved = [(module, attr, getattr(importlib.import_module(module), attr)) for module, attr in PATCHABLE]
     nb = load(name)
     replace = replace or {}
     unknown = set(replace) - {c.grade_id for c in nb.answers}
@@ -133,6 +147,8 @@ def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[st
                 if cell in nb.tests and sink:
                     records[cell.grade_id] = [json.loads(json.dumps(r)) for r in sink]
     finally:
+        for module, attr, value in saved:  # undo a cheat's patches, as a fresh kernel would
+            setattr(importlib.import_module(module), attr, value)
         collect_into(None)
         if previous is None:
             os.environ.pop(ENV, None)
@@ -793,10 +809,55 @@ def test_correct_alternative_passes_every_cell(alternative: Case):
     )
 
 
-# ---------------------------------------------------------------- importing the reference
+# ---------------------------------------------------------------- importing the reference, patching the checks
+# An answer cell that makes the in-kernel checks pass whatever it computes: the records, judged
+# outside the kernel against the solution's, must still give it nothing.
+PATCH_CHECKS = """\
+import builtins
+import math
+
+import torch
+import torch.testing
+
+import dpolab.grading
+
+torch.allclose = lambda *args, **kwargs: True
+math.isclose = lambda *args, **kwargs: True
+torch.testing.assert_close = lambda *args, **kwargs: None
+builtins.abs = lambda x: 0.0
+dpolab.grading.run_own_code = lambda fn, *args, allow=(), **kwargs: fn(*args, **kwargs)
+
+
+"""
+STUB = "        # YOUR CODE HERE\n        raise NotImplementedError()\n"
+# Answers the visible tests cannot tell from right once abs() is patched: shapes, dtypes, keys, detached.
+CONSTANT_LOG_PROBS = "        return logits[:, 0, 0].float() * 0  # differentiable, shape (B,), float32\n"
+CONSTANT_FORWARD = body("""
+    keys = ("loss", "accuracy", "chosen_reward", "rejected_reward", "reward_margin", "chosen_log_prob", "rejected_log_prob")
+    return torch.zeros((), requires_grad=True), {key: torch.tensor(0.0) for key in keys}
+""")
+
+
+def patched(notebook: str, answer: str, *edits: tuple[str | Block, str]) -> str:
+    """The answer cell with ``edits``, after a block that patches the comparisons and the guard."""
+    return PATCH_CHECKS + mutate(notebook, answer, *edits)[answer]
+
+
 CHEATS = [
     pytest.param(NB1, DPO, "from dpolab import DPOLoss", {LOGP} | LOSS_CELLS, id="01-import-DPOLoss"),
     pytest.param(NB1, DPO, "import dpolab\n\n\nclass DPOLoss(dpolab.DPOLoss):\n    pass\n", {LOGP} | LOSS_CELLS, id="01-subclass-DPOLoss"),
+    pytest.param(NB1, DPO, patched(NB1, DPO, (LOG_PROBS, STUB), (FORWARD, STUB)), {LOGP} | LOSS_CELLS,
+                 id="01-patched-checks-stub"),
+    pytest.param(NB1, DPO, patched(NB1, DPO, (LOG_PROBS, CONSTANT_LOG_PROBS), (FORWARD, CONSTANT_FORWARD)),
+                 {LOGP} | LOSS_CELLS, id="01-patched-checks-constant-answers"),
+    pytest.param(NB1, DPO, patched(NB1, DPO, (SHIFT, "        targets = labels\n        mask = loss_mask.bool()\n")),
+                 {LOGP}, id="01-patched-checks-no-shift"),
+    pytest.param(NB1, DPO, patched(NB1, DPO, ("logits = chosen_rewards - rejected_rewards", "logits = rejected_rewards - chosen_rewards")),
+                 LOSS_CELLS, id="01-patched-checks-margin-sign-flipped"),
+    pytest.param(NB1, DPO, patched(NB1, DPO, ("(chosen_rewards > rejected_rewards)", "(chosen_rewards >= rejected_rewards)")),
+                 {METRICS}, id="01-patched-checks-accuracy-counts-ties"),
+    pytest.param(NB1, DPO, patched(NB1, DPO, ("with torch.no_grad():  # the reference model is frozen", "if True:")),
+                 {LOSS}, id="01-patched-checks-gradient-reaches-reference"),
     pytest.param(NB2, KTO, "from dpolab import KTOLoss", {T_KTO}, id="02-import-KTOLoss"),
     pytest.param(NB2, KL, "from dpolab import estimate_kl", {T_KL}, id="02-import-estimate_kl"),
     pytest.param(NB2, IPO, "from dpolab import IPOLoss", {T_IPO}, id="02-import-IPOLoss"),
