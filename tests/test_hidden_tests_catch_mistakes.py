@@ -100,14 +100,23 @@ def load(name: str) -> Notebook:
     return Notebook(name, code[0].source, tuple(answers), tuple(tests), tuple(order))
 
 
-# What a cheating answer patches (see CHEATS): the cells run in this process, so run_cells restores them.
-PATCHABLE = (
-    ("builtins", "abs"),
-    ("math", "isclose"),
-    ("torch", "allclose"),
-    ("torch.testing", "assert_close"),
-    ("dpolab.grading", "run_own_code"),
-)
+# What an answer may monkeypatch to fool checks made in its own kernel (the cheat cases do). The
+# answers run in this process, so every run puts it back before the records are judged.
+PATCHABLE = ("builtins", "math", "torch", "torch.testing", "dpolab.grading")
+
+
+def snapshot() -> list[tuple[object, dict]]:
+
+    return [(module, dict(vars(module))) for module in map(importlib.import_module, PATCHABLE)]
+
+
+def restore(saved: list[tuple[object, dict]]) -> None:
+    """Put back every attribute of the ``PATCHABLE`` modules that an answer replaced or deleted."""
+    for module, before in saved:
+        now = vars(module)
+        for key, value in before.items():
+            if key not in now or now[key] is not value:
+                setattr(module, key, value)
 
 
 def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, list]]:
@@ -118,7 +127,6 @@ def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[st
     """
     from dpolab.autograde.records import ENV, collect_into
 
-    saved = [(module, attr, getattr(importlib.import_module(module), attr)) for module, attr in PATCHABLE]
     nb = load(name)
     replace = replace or {}
     unknown = set(replace) - {c.grade_id for c in nb.answers}
@@ -130,6 +138,7 @@ def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[st
     previous = os.environ.get(ENV)
     os.environ[ENV] = "1"
     collect_into(sink)
+    patchable = snapshot()
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # nbgrader does not fail a cell for a warning either
@@ -147,8 +156,7 @@ def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[st
                 if cell in nb.tests and sink:
                     records[cell.grade_id] = [json.loads(json.dumps(r)) for r in sink]
     finally:
-        for module, attr, value in saved:  # undo a cheat's patches, as a fresh kernel would
-            setattr(importlib.import_module(module), attr, value)
+        restore(patchable)
         collect_into(None)
         if previous is None:
             os.environ.pop(ENV, None)
@@ -810,9 +818,9 @@ def test_correct_alternative_passes_every_cell(alternative: Case):
 
 
 # ---------------------------------------------------------------- importing the reference, patching the checks
-# An answer cell that makes the in-kernel checks pass whatever it computes: the records, judged
-# outside the kernel against the solution's, must still give it nothing.
-PATCH_CHECKS = """\
+# An answer that patches what a check in its kernel would trust (issue 9 part B) earns nothing: the
+# hidden tests only record what the answer returned, and the records are judged outside the kernel.
+PATCHES = """\
 import builtins
 import math
 
@@ -822,9 +830,12 @@ import torch.testing
 import dpolab.grading
 
 torch.allclose = lambda *args, **kwargs: True
-math.isclose = lambda *args, **kwargs: True
+torch.isclose = lambda a, b, *args, **kwargs: torch.ones_like(torch.as_tensor(a), dtype=torch.bool)
+torch.isfinite = lambda x: torch.ones_like(torch.as_tensor(x), dtype=torch.bool)
 torch.testing.assert_close = lambda *args, **kwargs: None
-builtins.abs = lambda x: 0.0
+math.isclose = lambda *args, **kwargs: True
+math.isfinite = lambda x: True
+builtins.abs = lambda x: 0
 dpolab.grading.run_own_code = lambda fn, *args, allow=(), **kwargs: fn(*args, **kwargs)
 
 
@@ -840,8 +851,29 @@ CONSTANT_FORWARD = body("""
 
 def patched(notebook: str, answer: str, *edits: tuple[str | Block, str]) -> str:
     """The answer cell with ``edits``, after a block that patches the comparisons and the guard."""
-    return PATCH_CHECKS + mutate(notebook, answer, *edits)[answer]
+    return PATCHES + mutate(notebook, answer, *edits)[answer]
 
+
+def patching(notebook: str, answer: str, *edits: tuple[str | Block, str]) -> str:
+    """The answer cell with ``edits``, after code that patches the checks (``PATCHES``)."""
+    return PATCHES + mutate(notebook, answer, *edits)[answer]
+
+
+# notebook 02: a placeholder (right shapes, a gradient, nothing computed) or a known mistake, under PATCHES
+NB2_PATCHED = [
+    (IPO, T_IPO, "ipo", body("return (chosen_log_ratio - rejected_log_ratio).float().sum() * 0.0"),
+     ("1 / (2 * self.beta)", "1 / self.beta")),
+    (KL, T_KL, "kl", body("return torch.zeros(())", 4), (".mean().clamp(min=0).detach()", ".mean().detach()")),
+    (KTO, T_KTO, "kto", body("return log_ratios.float().sum() * 0.0"),
+     ("1 - torch.sigmoid(self.beta * (r - z0))", "-F.logsigmoid(self.beta * r - z0)")),
+    (ORPO, T_ORPO, "orpo", body("""
+        zero = (chosen_logits.float().sum() + rejected_logits.float().sum()) * 0.0
+        names = ("sft_loss", "orpo_loss", "total_loss", "log_odds_ratio", "accuracy")
+        return zero, {name: zero.detach() for name in names}
+    """), (AVERAGES, "        chosen_avg = chosen_tok.sum(-1)\n        rejected_avg = rejected_tok.sum(-1)\n")),
+    (SIMPO, T_SIMPO, "simpo", body("return (chosen_avg_log_probs - rejected_avg_log_probs).float().sum() * 0.0"),
+     ("self.beta * margin - self.gamma", "self.beta * (margin - self.gamma)")),
+]  # fmt: skip
 
 CHEATS = [
     pytest.param(NB1, DPO, "from dpolab import DPOLoss", {LOGP} | LOSS_CELLS, id="01-import-DPOLoss"),
@@ -863,6 +895,10 @@ CHEATS = [
     pytest.param(NB2, IPO, "from dpolab import IPOLoss", {T_IPO}, id="02-import-IPOLoss"),
     pytest.param(NB2, ORPO, "from dpolab import ORPOLoss", {T_ORPO}, id="02-import-ORPOLoss"),
     pytest.param(NB2, SIMPO, "from dpolab import SimPOLoss", {T_SIMPO}, id="02-import-SimPOLoss"),
+    *(pytest.param(NB2, answer, patching(NB2, answer, (Block(0), placeholder)), {test}, id=f"02-patched-checks-{name}-placeholder")
+      for answer, test, name, placeholder, _ in NB2_PATCHED),
+    *(pytest.param(NB2, answer, patching(NB2, answer, mistake), {test}, id=f"02-patched-checks-{name}-wrong")
+      for answer, test, name, _, mistake in NB2_PATCHED),
     pytest.param(NB3, PAIR, "from dpolab import PreferencePair", {T_PAIR}, id="03-import-PreferencePair"),
     pytest.param(NB3, GEN, "from dpolab import PreferenceDatasetGenerator", {T_SCORERS, SCORED, SINGLE, VALIDATE},
                  id="03-import-PreferenceDatasetGenerator"),
