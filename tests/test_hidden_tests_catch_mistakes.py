@@ -923,6 +923,16 @@ CHEATS = [
                  id="03-patch-guard-import-PreferencePair"),
     pytest.param(NB3, GEN, NB3_PATCH_GUARD + "import dpolab\n\n\nclass PreferenceDatasetGenerator(dpolab.PreferenceDatasetGenerator):\n"
                  "    pass\n", {T_SCORERS, SCORED, SINGLE, VALIDATE}, id="03-patch-guard-subclass-generator"),
+    pytest.param(
+        NB3,
+        GEN,
+        NB3_PATCH_GUARD + "import inspect\n\nimport dpolab.data.preferences\n\n"
+        "exec(inspect.getsource(dpolab.data.preferences))  # the reference's source, run as my own\n",
+        {T_SCORERS, SCORED, SINGLE, VALIDATE},
+        id="03-copy-reference-source",
+        marks=pytest.mark.xfail(strict=True, reason="only the graded-course package (no reference source in it) "
+                                "stops this: run from the full package, the copy is code of the notebook"),
+    ),
 ]  # fmt: skip
 
 
@@ -961,7 +971,7 @@ NB3_EVERY_CASE = [
     for c in p.values
     if c.notebook == NB3
 ] + [
-    pytest.param({p.values[1]: p.values[2]}, frozenset(p.values[3]), id=p.id)
+    pytest.param({p.values[1]: p.values[2]}, frozenset(p.values[3]), id=p.id, marks=p.marks)
     for p in CHEATS
     if p.values[0] == NB3
 ]
