@@ -100,23 +100,25 @@ def load(name: str) -> Notebook:
     return Notebook(name, code[0].source, tuple(answers), tuple(tests), tuple(order))
 
 
-# What an answer may monkeypatch to fool checks made in its own kernel (the cheat cases do). The
-# answers run in this process, so every run puts it back before the records are judged.
-PATCHABLE = ("builtins", "math", "torch", "torch.testing", "dpolab.grading")
+# Modules whose functions a cheating answer may patch (see CHEATS): the cells run in this process,
+# so what they patched is put back before anything else runs (the grader's kernel is thrown away).
+PATCHABLE = ("builtins", "json", "math", "random", "sys", "torch", "torch.testing", "dpolab.grading")
 
 
-def snapshot() -> list[tuple[object, dict]]:
+@contextlib.contextmanager
+def _undo_patches():
 
-    return [(module, dict(vars(module))) for module in map(importlib.import_module, PATCHABLE)]
-
-
-def restore(saved: list[tuple[object, dict]]) -> None:
-    """Put back every attribute of the ``PATCHABLE`` modules that an answer replaced or deleted."""
-    for module, before in saved:
-        now = vars(module)
-        for key, value in before.items():
-            if key not in now or now[key] is not value:
-                setattr(module, key, value)
+    modules = [importlib.import_module(m) for m in PATCHABLE]
+    saved = [(vars(m), dict(vars(m))) for m in modules]
+    try:
+        yield
+    finally:
+        for namespace, before in saved:
+            for key in [k for k in namespace if k not in before]:
+                del namespace[key]
+            for key, value in before.items():
+                if namespace.get(key) is not value:
+                    namespace[key] = value
 
 
 def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, list]]:
@@ -138,9 +140,8 @@ def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[st
     previous = os.environ.get(ENV)
     os.environ[ENV] = "1"
     collect_into(sink)
-    patchable = snapshot()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), _undo_patches():
             warnings.simplefilter("ignore")  # nbgrader does not fail a cell for a warning either
             exec(compile(nb.setup, f"<{name} setup>", "exec"), ns)
             for cell in nb.order:
@@ -156,7 +157,6 @@ def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[st
                 if cell in nb.tests and sink:
                     records[cell.grade_id] = [json.loads(json.dumps(r)) for r in sink]
     finally:
-        restore(patchable)
         collect_into(None)
         if previous is None:
             os.environ.pop(ENV, None)
@@ -875,6 +875,83 @@ NB2_PATCHED = [
      ("self.beta * margin - self.gamma", "self.beta * (margin - self.gamma)")),
 ]  # fmt: skip
 
+# ---------------------------------------------------------------- importing the reference
+# Notebook 03: answers that patch what a hidden test could use to decide in the kernel.
+NB3_PATCH_GUARD = """\
+import sys
+
+import dpolab.grading
+
+dpolab.grading.run_own_code = lambda fn, *a, allow=(), **k: fn(*a, **k)
+sys.setprofile = lambda *a, **k: None
+"""
+NB3_PATCH_RANDOM = """\
+import itertools
+import random
+
+_halves = itertools.cycle([0.9, 0.1])  # a filler after every other word i with i % 5 == 0
+random.seed = lambda *a, **k: None
+random.random = lambda: next(_halves)
+random.getstate = lambda: (3, tuple(range(625)), None)
+random.shuffle = lambda x, *a, **k: x.reverse()
+"""
+NB3_PATCH_SORTED = """\
+import builtins
+
+builtins.sorted = lambda iterable, *a, **k: []  # sorted(a) == sorted(b) for any a and b
+"""
+NB3_PATCH_ALL = (
+    NB3_PATCH_GUARD
+    + NB3_PATCH_RANDOM
+    + NB3_PATCH_SORTED
+    + """\
+import json
+
+builtins.len = lambda obj: 10  # every text is long enough
+builtins.abs = lambda x: 0
+json.dumps = lambda obj, *a, **k: "{}"
+"""
+)
+NB3_PAIR_WRONG = """
+from dataclasses import dataclass
+
+
+@dataclass
+class PreferencePair:
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+    metadata: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+"""
+NB3_GENERATOR_STUB = """
+class PreferenceDatasetGenerator:
+    def __init__(self, min_score_diff=0.5, seed=None):
+        raise NotImplementedError()
+
+    def add_scorer(self, scorer):
+        raise NotImplementedError()
+
+    def compute_quality_score(self, prompt, response):
+        raise NotImplementedError()
+
+    def from_scored_responses(self, data, prompt_key="prompt", response_key="response", score_key="score"):
+        raise NotImplementedError()
+
+    def from_single_responses(self, data, prompt_key="prompt", response_key="response", rejection_strategy="perturb"):
+        raise NotImplementedError()
+
+    def validate_pairs(self, pairs):
+        raise NotImplementedError()
+
+    def to_huggingface_format(self, pairs):
+        raise NotImplementedError()
+"""
+
 CHEATS = [
     pytest.param(NB1, DPO, "from dpolab import DPOLoss", {LOGP} | LOSS_CELLS, id="01-import-DPOLoss"),
     pytest.param(NB1, DPO, "import dpolab\n\n\nclass DPOLoss(dpolab.DPOLoss):\n    pass\n", {LOGP} | LOSS_CELLS, id="01-subclass-DPOLoss"),
@@ -902,6 +979,36 @@ CHEATS = [
     pytest.param(NB3, PAIR, "from dpolab import PreferencePair", {T_PAIR}, id="03-import-PreferencePair"),
     pytest.param(NB3, GEN, "from dpolab import PreferenceDatasetGenerator", {T_SCORERS, SCORED, SINGLE, VALIDATE},
                  id="03-import-PreferenceDatasetGenerator"),
+    # Patching what the hidden tests use in the kernel earns nothing: they only record, the grader judges.
+    pytest.param(NB3, PAIR, NB3_PATCH_GUARD + NB3_PAIR_WRONG, {T_PAIR}, id="03-patch-guard-pair-wrong"),
+    pytest.param(NB3, GEN, NB3_PATCH_ALL + NB3_GENERATOR_STUB, {T_SCORERS, SCORED, SINGLE, VALIDATE},
+                 id="03-patch-all-generator-stub"),
+    pytest.param(NB3, GEN, NB3_PATCH_GUARD + NB3_PATCH_RANDOM + mutate(NB3, GEN, (RNG, "self.rng = random"))[GEN],
+                 {SINGLE}, id="03-patch-random-global-stream"),
+    # sorted() patched to say "equal" breaks the tests' own sorting too: both cells that sort score nothing
+    pytest.param(NB3, GEN, NB3_PATCH_GUARD + NB3_PATCH_SORTED + mutate(NB3, GEN, (
+        "ranked = sorted(records, key=lambda r: r[score_key], reverse=True)",
+        "ranked = list(records)\n            ranked.sort(key=lambda r: r[score_key], reverse=True)",
+    ), ("best, worst = ranked[i], ranked[-(i + 1)]", "best, worst = ranked[i], ranked[i + 1]"))[GEN],
+                 {SCORED, SINGLE}, id="03-patch-sorted-pairs-adjacent"),
+    pytest.param(NB3, GEN, NB3_PATCH_ALL + mutate(NB3, GEN, (LENGTHS, "len(p.chosen) >= 10"))[GEN],
+                 {T_SCORERS, SCORED, SINGLE, VALIDATE}, id="03-patch-all-validate-chosen-only"),
+    # With the guard switched off, the reference's own results match the solution's: only where the
+    # methods were written (recorded) tells them apart here; the package students get holds no reference.
+    pytest.param(NB3, PAIR, NB3_PATCH_GUARD + "from dpolab import PreferencePair\n", {T_PAIR},
+                 id="03-patch-guard-import-PreferencePair"),
+    pytest.param(NB3, GEN, NB3_PATCH_GUARD + "import dpolab\n\n\nclass PreferenceDatasetGenerator(dpolab.PreferenceDatasetGenerator):\n"
+                 "    pass\n", {T_SCORERS, SCORED, SINGLE, VALIDATE}, id="03-patch-guard-subclass-generator"),
+    pytest.param(
+        NB3,
+        GEN,
+        NB3_PATCH_GUARD + "import inspect\n\nimport dpolab.data.preferences\n\n"
+        "exec(inspect.getsource(dpolab.data.preferences))  # the reference's source, run as my own\n",
+        {T_SCORERS, SCORED, SINGLE, VALIDATE},
+        id="03-copy-reference-source",
+        marks=pytest.mark.xfail(strict=True, reason="only the graded-course package (no reference source in it) "
+                                "stops this: run from the full package, the copy is code of the notebook"),
+    ),
 ]  # fmt: skip
 
 
@@ -923,3 +1030,34 @@ def test_forward_delegating_to_the_reference_keeps_only_the_log_prob_point():
     failures = failing_cells(NB1, mutate(NB1, DPO, (FORWARD, delegate)))
     assert set(failures) == LOSS_CELLS, report(failures)
     assert all("dpolab's reference" in v for v in failures.values()), report(failures)
+
+
+# ---------------------------------------------------------------- notebook 03: the records alone decide
+def hidden_only(nb: Notebook) -> Notebook:
+    """``nb`` with each grade cell cut down to its hidden tests: no visible assert left."""
+    cut = {c: Cell(c.grade_id, c.source[c.source.index("### BEGIN HIDDEN TESTS") :]) for c in nb.tests}
+    return Notebook(
+        nb.name, nb.setup, nb.answers, tuple(cut.values()), tuple(cut.get(c, c) for c in nb.order)
+    )
+
+
+NB3_EVERY_CASE = [
+    pytest.param(mutate(c.notebook, c.answer, (c.old, c.new), *c.edits), c.fails, id=p.id)
+    for p in MISTAKES + ALTERNATIVES
+    for c in p.values
+    if c.notebook == NB3
+] + [
+    pytest.param({p.values[1]: p.values[2]}, frozenset(p.values[3]), id=p.id, marks=p.marks)
+    for p in CHEATS
+    if p.values[0] == NB3
+]
+
+
+@pytest.mark.parametrize(("replace", "fails"), NB3_EVERY_CASE)
+def test_nb3_hidden_tests_alone_catch_every_case(replace, fails, monkeypatch):
+    """Each notebook-03 case gets the same outcome from the hidden tests alone (the records the grader
+    judges, and errors the student's code raises): the visible asserts are not what catches it."""
+    stripped = hidden_only(load(NB3))
+    monkeypatch.setattr(f"{__name__}.load", lambda name, _load=load: stripped if name == NB3 else _load(name))
+    failures = failing_cells(NB3, replace)
+    assert set(failures) == fails, report(failures)
