@@ -16,7 +16,8 @@ The hidden tests record what the student's code returned and the grader judges t
 outside the kernel (``dpolab.autograde.records``); ``failing_cells`` does the same. So answers
 that patch the comparison functions (``torch.allclose``, ``math.isclose``,
 ``torch.testing.assert_close``, ``abs``) or the guard (``run_own_code``) earn nothing unless
-they are right: see ``PATCHES``.
+they are right: see ``PATCHES``. ``hidden_verdicts`` runs the grade cells with their visible
+asserts switched off, to check that the records alone catch every mistake.
 """
 
 from __future__ import annotations
@@ -349,6 +350,7 @@ def dpo_train_step(policy, batch, ref_chosen_logps, ref_rejected_logps, optimize
 """
 _PATCHED = [(torch, "allclose"), (math, "isclose"), (torch.testing, "assert_close"), (builtins, "abs"),
             (dpolab.grading, "run_own_code")]  # fmt: skip
+_ORIGINALS = [getattr(owner, attr) for owner, attr in _PATCHED]
 
 
 def failing_cells_unpatched(name: str, replace: dict[str, str]) -> dict[str, str]:
@@ -392,10 +394,10 @@ PATCH_CASES = [
 def test_patching_the_checks_earns_nothing(replace, fails):
     failures = failing_cells_unpatched(NB4, replace)
     assert set(failures) == set(fails), report(failures)
-    assert torch.allclose is _PATCHED_ORIGINALS[0] and builtins.abs is _PATCHED_ORIGINALS[1]
-
-
-_PATCHED_ORIGINALS = (torch.allclose, builtins.abs)
+    assert [getattr(owner, attr) for owner, attr in _PATCHED] == _ORIGINALS, "the patches leaked out"
+    if all(FAKE_CONCAT in v or FAKE_STEP in v for v in replace.values()):
+        # the fakes get through every in-kernel check: only the records judged outside catch them
+        assert all(v.startswith("hidden test failed") for v in failures.values()), report(failures)
 
 
 def test_solution_passes_every_grade_cell():
