@@ -7,19 +7,44 @@ must be exactly the expected one. Every promise of the exercise's spec is listed
 mutations that break it, in ``tests/promises/04_train_with_dpo.md``; a test below checks that
 the list and these cases agree.
 
-Partial credit: the step's grade cells plug a known-good ``concatenated_logps`` into the
-student's ``dpo_train_step`` (``dpolab.grading.with_correct_concatenated_logps``), so a bug in
-Exercise 4a costs Test 4a only.
+Partial credit: the step's grade cells run the student's ``dpo_train_step`` on a fake causal LM
+(``dpolab.grading.ContextFreeLM``) with a ``concatenated_logps`` known to be right for that model
+plugged in (``dpolab.grading.with_correct_concatenated_logps``), so a bug in Exercise 4a costs
+Test 4a only.
+
+The hidden tests record what the student's code returned and the grader judges the records
+outside the kernel (``dpolab.autograde.records``); ``failing_cells`` does the same. So answers
+that patch the comparison functions (``torch.allclose``, ``math.isclose``,
+``torch.testing.assert_close``, ``abs``) or the guard (``run_own_code``) earn nothing unless
+they are right: see ``PATCHES``. ``hidden_verdicts`` runs the grade cells with their visible
+asserts switched off, to check that the records alone catch every mistake.
 """
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
+import math
 import re
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from test_hidden_tests_catch_mistakes import Block, Case, body, case, failing_cells, report
+import dpolab.grading
+from test_hidden_tests_catch_mistakes import (
+    Block,
+    Case,
+    body,
+    case,
+    failing_cells,
+    fixtures,
+    load,
+    mutate,
+    report,
+    run_cells,
+)
 
 NB4 = "04_train_with_dpo"
 CONCAT, STEP = "concatenated_logps_answer", "dpo_train_step_answer"
@@ -143,6 +168,60 @@ def test_mistake_is_caught_by_its_own_cells(mistake: Case):
     )
 
 
+def hidden_verdicts(name: str, replace: dict[str, str] | None = None) -> dict[str, str]:
+    """Like ``failing_cells``, but a grade cell's visible asserts decide nothing: each grade cell's
+    visible part runs with its errors ignored, then its hidden block (which may still raise), and the
+    records are judged. So this shows what the hidden tests alone catch."""
+    from dpolab.autograde.records import judge
+
+    nb = load(name)
+    hidden = "### BEGIN HIDDEN TESTS"
+    swallowed = {}
+    for cell in nb.tests:
+        visible, rest = cell.source.split(hidden, 1)
+        swallowed[cell.grade_id] = (
+            "try:\n    exec(compile(" + repr(visible) + ", '<visible>', 'exec'), globals())\n"
+            "except Exception:\n    pass\n" + hidden + rest
+        )
+    want = fixtures(name)
+    failures, records = run_cells_with_tests(name, replace or {}, swallowed)
+    for grade_id, fixture in want.items():
+        if grade_id not in failures:
+            wrong = judge(records.get(grade_id), fixture)
+            if wrong:
+                failures[grade_id] = "hidden test failed: " + wrong[0]
+    return failures
+
+
+def run_cells_with_tests(name: str, replace: dict[str, str], tests: dict[str, str]):
+    """``run_cells`` with the grade cells' sources replaced too (``tests``)."""
+    nb = load(name)
+    patched = dataclasses.replace(
+        nb,
+        tests=tuple(dataclasses.replace(c, source=tests.get(c.grade_id, c.source)) for c in nb.tests),
+        order=tuple(
+            dataclasses.replace(c, source=tests[c.grade_id]) if c.grade_id in tests else c for c in nb.order
+        ),
+    )
+    original = load.__wrapped__  # run_cells reads the notebook through the cached load()
+    harness = sys.modules[run_cells.__module__]
+    harness.load = lambda n: patched if n == name else original(n)
+    try:
+        return run_cells(name, replace)
+    finally:
+        harness.load = load
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_mistake_is_caught_by_the_hidden_records_alone(mistake: Case):
+    """What the visible asserts catch, the records catch too (a student can switch the asserts off)."""
+    edited = mutate(mistake.notebook, mistake.answer, (mistake.old, mistake.new), *mistake.edits)
+    failures = hidden_verdicts(mistake.notebook, edited)
+    assert set(failures) == mistake.fails, (
+        f"{mistake.name}: expected exactly {sorted(mistake.fails)} to fail, got:\n{report(failures)}"
+    )
+
+
 # ---------------------------------------------------------------- correct alternatives
 ALTERNATIVES = [
     case(NB4, "concat-zeros-then-fill", CONCAT, Block(0), body("""
@@ -232,6 +311,93 @@ def test_calling_the_reference_scores_nothing(answer, source, fails):
     failures = failing_cells(NB4, {answer: source})
     assert set(failures) == set(fails), f"{source!r} instead of {answer}:\n{report(failures)}"
     assert all("dpolab's reference" in v for v in failures.values()), report(failures)
+
+
+# ---------------------------------------------------------------- patching the checks
+# An answer cell that switches the in-kernel checks off: every comparison passes, abs() is 0 and the
+# guard against calling dpolab lets everything through. The records are judged outside the kernel,
+# so this earns nothing unless the answer is right.
+PATCHES = """\
+import builtins
+import math
+
+import dpolab.grading
+import torch
+
+torch.allclose = lambda *args, **kwargs: True
+math.isclose = lambda *args, **kwargs: True
+torch.testing.assert_close = lambda *args, **kwargs: None
+builtins.abs = lambda x: 0
+dpolab.grading.run_own_code = lambda fn, *args, allow=(), **kwargs: fn(*args, **kwargs)
+
+"""
+# Answers that do not implement the exercise, but get through the visible tests' asserts once the
+# checks are patched: the right shapes, one forward, a graph; metrics with the right keys.
+FAKE_CONCAT = """\
+def concatenated_logps(model, batch):
+    n = batch.chosen.input_ids.shape[0]
+    width = max(batch.chosen.input_ids.shape[1], batch.rejected.input_ids.shape[1])
+    ids = torch.cat([F.pad(s.input_ids, (0, width - s.input_ids.shape[1])) for s in (batch.chosen, batch.rejected)])
+    logps = model(ids).float().mean(dim=(1, 2))
+    return logps[:n], logps[n:]
+"""
+FAKE_STEP = """\
+def dpo_train_step(policy, batch, ref_chosen_logps, ref_rejected_logps, optimizer, beta=0.1):
+    concatenated_logps(policy, batch)
+    keys = ("loss", "accuracy", "chosen_reward", "rejected_reward", "reward_margin", "chosen_log_prob",
+            "rejected_log_prob")
+    return {key: 0.0 for key in keys}
+"""
+_PATCHED = [(torch, "allclose"), (math, "isclose"), (torch.testing, "assert_close"), (builtins, "abs"),
+            (dpolab.grading, "run_own_code")]  # fmt: skip
+_ORIGINALS = [getattr(owner, attr) for owner, attr in _PATCHED]
+
+
+def failing_cells_unpatched(name: str, replace: dict[str, str]) -> dict[str, str]:
+    """``failing_cells``, but whatever the answers patch (``_PATCHED``) is restored before the records
+    are judged, as it is when the grader judges them in its own process."""
+    from dpolab.autograde.records import judge
+
+    want = fixtures(name)  # made before anything is patched
+    saved = [(owner, attr, getattr(owner, attr)) for owner, attr in _PATCHED]
+    try:
+        failures, records = run_cells(name, replace)
+    finally:
+        for owner, attr, value in saved:
+            setattr(owner, attr, value)
+    for grade_id, fixture in want.items():
+        if grade_id not in failures:
+            wrong = judge(records.get(grade_id), fixture)
+            if wrong:
+                failures[grade_id] = "hidden test failed: " + wrong[0]
+    return failures
+
+
+PATCH_CASES = [
+    pytest.param({CONCAT: PATCHES + FAKE_CONCAT}, {T_CONCAT}, id="04-patched-checks-no-concatenated_logps"),
+    pytest.param({STEP: PATCHES + FAKE_STEP}, LOSS_CELLS, id="04-patched-checks-no-dpo_train_step"),
+    pytest.param({CONCAT: PATCHES + FAKE_CONCAT, STEP: PATCHES + FAKE_STEP}, {T_CONCAT} | LOSS_CELLS,
+                 id="04-patched-checks-nothing-implemented"),
+    pytest.param({CONCAT: PATCHES + mutate(NB4, CONCAT, (SHIFT, body("""
+        logits = logits.float()
+        targets = input_ids
+        mask = loss_mask.bool()
+    """, 4)))[CONCAT]}, {T_CONCAT}, id="04-patched-checks-and-no-shift"),
+    pytest.param({STEP: PATCHES + mutate(NB4, STEP, ("    optimizer.zero_grad()\n", ""))[STEP]}, {T_STEP},
+                 id="04-patched-checks-and-no-zero-grad"),
+    pytest.param({STEP: PATCHES + mutate(NB4, STEP, ("(margins > 0)", "(margins >= 0)"))[STEP]}, {T_METRICS},
+                 id="04-patched-checks-and-ties-counted"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("replace", "fails"), PATCH_CASES)
+def test_patching_the_checks_earns_nothing(replace, fails):
+    failures = failing_cells_unpatched(NB4, replace)
+    assert set(failures) == set(fails), report(failures)
+    assert [getattr(owner, attr) for owner, attr in _PATCHED] == _ORIGINALS, "the patches leaked out"
+    if all(FAKE_CONCAT in v or FAKE_STEP in v for v in replace.values()):
+        # the fakes get through every in-kernel check: only the records judged outside catch them
+        assert all(v.startswith("hidden test failed") for v in failures.values()), report(failures)
 
 
 def test_solution_passes_every_grade_cell():

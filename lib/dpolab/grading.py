@@ -170,72 +170,70 @@ class CountingLM(torch.nn.Module):
         return self.model(input_ids, *args, **kwargs)
 
 
-def _plain_sequence_logps(
-    logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor
-) -> torch.Tensor:
-    # TODO(issue 9, graded course): a general sequence log-prob is the answer of Exercise 1; it
-    # cannot stay in the package students receive.
-    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
-    mask = loss_mask[:, 1:].bool()
-    targets = labels[:, 1:].masked_fill(~mask, 0)
-    token = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return torch.where(mask, token, torch.zeros_like(token)).sum(-1)
+class ContextFreeLM(torch.nn.Module):
+    r"""A fake causal LM for the tests of a training step: it ignores the context.
 
-
-def _logits_of(output: Any) -> torch.Tensor:
-    return getattr(output, "logits", output)  # Hugging Face models return an object with .logits
-
-
-def plain_concatenated_logps(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Known-good ``concatenated_logps`` (one forward over chosen and rejected, stacked).
-
-    Written out here, not a call into dpolab's training code, so that run_own_code does not
-    flag it when a test plugs it into a student's ``dpo_train_step``.
+    Its only parameter is a vector ``w`` of ``vocab_size`` logits, returned at every position
+    of every row: ``model(input_ids)`` is ``w`` broadcast to ``(N, T, V)``. So the log-prob of
+    a response is a closed form, :math:`\sum_{t\in y}\log\mathrm{softmax}(w)[y_t]` (the
+    tokens' order and the prompt do not matter), and :func:`context_free_concatenated_logps`
+    is known to be right for it. ``w`` is drawn from a generator seeded by ``seed``
+    (``N(0, scale^2)``).
     """
-    chosen, rejected = batch.chosen, batch.rejected
-    width = max(chosen.input_ids.shape[1], rejected.input_ids.shape[1])
 
-    def pad(t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+    def __init__(self, vocab_size: int = 11, seed: int = 0, scale: float = 1.0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = torch.nn.Parameter(torch.randn(vocab_size, generator=g) * scale)
 
-    input_ids = torch.cat([pad(chosen.input_ids), pad(rejected.input_ids)])
-    loss_mask = torch.cat([pad(chosen.loss_mask), pad(rejected.loss_mask)])
-    logps = _plain_sequence_logps(_logits_of(model(input_ids)), input_ids, loss_mask)
-    n = chosen.input_ids.shape[0]
-    return logps[:n], logps[n:]
+    def forward(self, input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.w.expand(*input_ids.shape, self.w.shape[0])
 
 
-def separate_logps(
-    model: torch.nn.Module, batch: Any, shift: bool = True, mask: str = "loss_mask", average: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The log-probs from two separate forwards (chosen, then rejected): the tests' oracle.
+def context_free_concatenated_logps(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Known-good ``concatenated_logps`` for a :class:`ContextFreeLM` (possibly wrapped in
+    :class:`CountingLM`), and for no other model: it refuses logits that depend on the context.
 
-    The defaults give the right answer. ``shift=False`` (scores token t with the logits at t),
-    ``mask="attention_mask"`` (counts the prompt) and ``average=True`` (mean over tokens) give
-    the answers of typical mistakes, so that a visible test can say which one was made.
+    One forward over the chosen and the rejected rows stacked (so :class:`CountingLM` sees one
+    ``(2B, T)`` call); each row's log-prob is then the closed form of :class:`ContextFreeLM`,
+    the count of each response token times its log-probability. This is not the exercise's
+    answer, which must work for any causal LM.
     """
-    out = []
-    for side in (batch.chosen, batch.rejected):
-        logits = _logits_of(model(side.input_ids))
-        ids, m = side.input_ids, getattr(side, mask)
-        if not shift:  # logits one step later than the tokens: position t then scores token t
-            logits = torch.nn.functional.pad(logits, (0, 0, 0, 1))
-            ids, m = (torch.nn.functional.pad(t, (1, 0)) for t in (ids, m))
-        logps = _plain_sequence_logps(logits, ids, m)
-        if average:
-            logps = logps / m[:, 1:].sum(-1).clamp(min=1)
-        out.append(logps)
-    return out[0], out[1]
+    sides = (batch.chosen, batch.rejected)
+    width = max(side.input_ids.shape[1] for side in sides)
+    input_ids, loss_mask = (
+        torch.cat(
+            [
+                torch.nn.functional.pad(getattr(side, name), (0, width - side.input_ids.shape[1]))
+                for side in sides
+            ]
+        )
+        for name in ("input_ids", "loss_mask")
+    )
+    logits = model(input_ids)  # the one forward, over the 2B rows
+    if logits.dim() != 3 or not bool((logits == logits[:1, :1]).all()):
+        raise ValueError(
+            "context_free_concatenated_logps only knows ContextFreeLM (logits that ignore the context)"
+        )
+    log_probs = torch.log_softmax(logits[:, 0].to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    # counts[i, v]: how often token v is a response token of row i (position 0 is never scored)
+    counts = torch.zeros_like(log_probs).scatter_add_(
+        1, input_ids[:, 1:], loss_mask[:, 1:].to(log_probs.dtype)
+    )
+    per_row = (counts * log_probs).sum(-1)
+    return per_row[: len(per_row) // 2], per_row[len(per_row) // 2 :]
 
 
 def with_correct_concatenated_logps(step_fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A copy of ``step_fn`` that sees a known-good ``concatenated_logps`` among its globals.
+    """A copy of ``step_fn`` that sees :func:`context_free_concatenated_logps` as its
+    ``concatenated_logps`` (a global of the notebook).
 
-    The tests of ``dpo_train_step`` use it, so that they grade the step alone: a bug in the
-    student's ``concatenated_logps`` costs that function's points, not the step's too. (A
-    step that does not call ``concatenated_logps`` is graded as written.)
+    The tests of ``dpo_train_step`` use it on :class:`ContextFreeLM` policies, so that they
+    grade the step alone: a bug in the student's ``concatenated_logps`` costs that function's
+    points, not the step's too. (A step that does not call ``concatenated_logps`` is graded
+    as written.)
     """
-    namespace = {**step_fn.__globals__, "concatenated_logps": plain_concatenated_logps}
+    namespace = {**step_fn.__globals__, "concatenated_logps": context_free_concatenated_logps}
     checked = types.FunctionType(
         step_fn.__code__, namespace, step_fn.__name__, step_fn.__defaults__, step_fn.__closure__
     )
