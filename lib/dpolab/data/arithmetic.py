@@ -32,6 +32,9 @@ class TextPair(NamedTuple):
     chosen: str
     rejected: str
 
+    def to_dict(self) -> dict[str, str]:
+        return dict(self._asdict())
+
 
 try:  # the full package: notebook 03's PreferencePair (the reference of that exercise)
     from .preferences import PreferencePair as _Pair
