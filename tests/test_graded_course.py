@@ -311,3 +311,54 @@ print(json.dumps(out))
     assert got["DPOLoss"].startswith("DPOLoss is an exercise of notebook 01_dpo_loss")
     # outside the sandbox the same folder holds the reference (the test would pass vacuously otherwise)
     assert os.path.isdir(os.path.join(kernel_dpolab, "losses"))
+
+
+def _cell(source: str, **meta) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["nbgrader"] = {
+        "schema_version": 3,
+        "locked": False,
+        "solution": False,
+        "grade": False,
+        **meta,
+    }
+    return cell
+
+
+@pytest.mark.skipif(sandbox.bwrap_available() is not None, reason=f"{sandbox.bwrap_available()}")
+def test_dpolab_grade_kernel_imports_the_student_package(tmp_path):
+    """End to end through dpolab-grade's kernelspec: an answer that imports the reference earns nothing.
+
+    A one-exercise assignment: ``own`` writes the answer, ``copier`` imports DPOLoss from dpolab
+    (which the full package would give it) and ``helper`` uses a helper the student package keeps.
+    """
+    from dpolab.autograde.cli import main
+
+    source = tmp_path / "source"
+    source.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        _cell("### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION", solution=True, grade_id="answer"),
+        _cell("assert answer == 42", grade=True, locked=True, grade_id="test_answer", points=1),
+    ]
+    nbformat.write(nb, source / "probe.ipynb")
+    answers = {
+        "own": "answer = 42",
+        "copier": "from dpolab import DPOLoss\nanswer = 42",
+        "helper": "from dpolab import get_device, load_jsonl\nanswer = 42",
+    }
+    for student, answer in answers.items():
+        (tmp_path / "subs" / student).mkdir(parents=True)
+        submitted = nbformat.from_dict(json.loads(json.dumps(nb)))
+        submitted.cells[0].source = answer
+        nbformat.write(submitted, tmp_path / "subs" / student / "probe.ipynb")
+    out = tmp_path / "out"
+    args = [str(tmp_path / "subs"), "--out", str(out), "--solutions", str(source), "--assignment", "probe"]
+    assert main([*args, "--jobs", "2", "--no-progress", "--sandbox", "bwrap"]) == 0
+    scores = {
+        line.split(",")[0]: line.split(",")[1] for line in (out / "grades.csv").read_text().splitlines()[1:]
+    }
+    assert scores == {"own": "1", "copier": "0", "helper": "1"}
+    assert dpolab.DPOLoss  # (the grader's own dpolab, where copier's import would have worked)
+    assert "the student dpolab" in (out / "grading.log").read_text()
