@@ -285,7 +285,7 @@ def test_sandboxed_kernel_cannot_reach_the_reference(tmp_path):
     )
     kernel_dpolab = sandbox.package_folder(sys.executable)
     code = f"""
-import importlib.util, json, os, sys
+import glob, importlib.util, json, os, sys
 import dpolab
 out = {{"file": dpolab.__file__, "modules": [m for m in {sorted(REFERENCE_MODULES)!r}
                                           if importlib.util.find_spec(m) is not None]}}
@@ -299,6 +299,9 @@ for entry in [p for p in sys.path if p and os.path.isdir(p)] + [{str(root / "lib
     for base, dirs, files in os.walk(os.path.join(entry, "dpolab")):
         found += [os.path.join(base, f) for f in dirs + files
                   if f.split(".")[0] in ("losses", "preferences", "preference", "evaluation", "hf")]
+    for info in glob.glob(os.path.join(entry, "dpolab*.egg-info", "SOURCES.txt")):
+        if "losses" in open(info).read():
+            found.append(info)
 out["reference_files"] = found
 out["solutions"] = os.path.exists({str(SOLUTIONS)!r})
 print(json.dumps(out))

@@ -98,14 +98,19 @@ def student_overlay(python: str, student_package: Path | None) -> list[str]:
 
     Mounted over the kernel's own ``dpolab`` folder (for an editable install, ``<repo>/lib/dpolab``),
     after the binds of the Python paths: ``import dpolab`` in the kernel gives the student
-    package, and the reference's files (sources and ``__pycache__``) are not there.
+    package, and the reference's files (sources and ``__pycache__``) are not there. A build's
+    ``dpolab.egg-info`` beside that folder (its SOURCES.txt names the reference's files) is
+    hidden under an empty tmpfs.
     """
     if student_package is None:
         return []
     target = package_folder(python)
     if target is None:
         raise RuntimeError(f"{python} cannot import dpolab: the student's kernel needs it")
-    return ["--ro-bind", str(student_package), target]
+    argv = ["--ro-bind", str(student_package), target]
+    for info in sorted(Path(target).parent.glob("dpolab*.egg-info")):
+        argv += ["--tmpfs", str(info)]
+    return argv
 
 
 def bwrap_argv(
