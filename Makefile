@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test lint format bench bench-train release gpu-check
+.PHONY: lab test lint format bench bench-train release gpu-check graded-course
 
 lab:
 	VENV=$(VENV) scripts/setup.sh lab
@@ -41,3 +41,9 @@ gpu-check:
 # Course authors: re-execute solutions/ and regenerate the student release in notebooks/.
 release:
 	scripts/release.sh
+
+# Instructors of a graded course: the release notebooks and a dpolab without the exercises'
+# reference (what students install), in $(GRADED_OUT): notebooks/, package/, dist/.
+GRADED_OUT ?= graded-course
+graded-course:
+	$(BIN)/python -m dpolab.autograde.student_package $(GRADED_OUT)

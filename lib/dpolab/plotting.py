@@ -1,7 +1,8 @@
 """Figures for the notebooks. Each function draws one picture and returns the figure.
 
-Plots use the reference losses of this package, so they draw even before the exercises
-are done. Import matplotlib lazily: the library itself does not need it.
+Curves are computed here from their formulas (not from the exercises' reference, which the
+graded-course package does not include), so they draw even before the exercises are done.
+Import matplotlib lazily: the library itself does not need it.
 """
 
 from __future__ import annotations
@@ -9,19 +10,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-
-from .losses.dpo import dpo_loss
+import torch.nn.functional as F
 
 
 def dpo_loss_and_weight(margins: torch.Tensor, beta: float, label_smoothing: float = 0.0):
-    r"""DPO loss and its gradient weight at each log-ratio margin :math:`h`.
+    r"""DPO loss and its gradient weight at each log-ratio margin :math:`h`, in float64.
+
+    The loss is :math:`-(1-\varepsilon)\log\sigma(\beta h) - \varepsilon\log\sigma(-\beta h)`
+    (ε: label smoothing).
 
     The weight is :math:`-\frac{1}{\beta}\frac{\partial\mathcal{L}}{\partial h}`; for ε = 0 it
     is :math:`\sigma(-\beta h)`: large for pairs the model gets wrong, near 0 for pairs it
     already ranks confidently — DPO's built-in focus on its mistakes.
     """
+    if not 0.0 <= label_smoothing <= 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
     h = margins.detach().double().requires_grad_()
-    loss = dpo_loss(h, torch.zeros_like(h), beta=beta, label_smoothing=label_smoothing)
+    z = beta * h
+    loss = -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
     (grad,) = torch.autograd.grad(loss.sum(), h)
     return loss.detach(), -grad / beta
 

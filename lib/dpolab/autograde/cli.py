@@ -31,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sandbox", choices=["auto", "bwrap", "none"], default="auto",
                    help="file isolation of the student's kernel (auto: bubblewrap when it works)")  # fmt: skip
     p.add_argument("--kernel-python", default=sys.executable, help="interpreter of the student's kernel")
+    p.add_argument("--kernel-package", choices=["student", "full"], default="student",
+                   help="dpolab in the kernel (student: without the exercises' reference, mounted by "
+                   "bubblewrap; full: the reference is importable, for testing the grader only)")  # fmt: skip
     d = Limits()
     p.add_argument("--cell-timeout", type=int, default=d.cell_timeout, help="seconds per cell")
     p.add_argument("--notebook-timeout", type=int, default=d.notebook_timeout, help="seconds per notebook")
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             limits=limits,
             sandbox=args.sandbox,
             kernel_python=args.kernel_python,
+            kernel_package=args.kernel_package,
             progress=not args.no_progress,
         )
     )

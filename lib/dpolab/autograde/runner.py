@@ -29,7 +29,7 @@ from .course import GraderCourse, nbgrader_env, prepare_course
 from .gradebook import ensure_gradebook, merge_student
 from .inputs import Submission, find_submissions, match_notebooks
 from .reports import write_reports
-from .sandbox import Limits, bwrap_available
+from .sandbox import Limits, bwrap_available, has_reference
 
 log = logging.getLogger("dpolab.grade")
 VERSION = "1"
@@ -46,6 +46,7 @@ class Options:
     limits: Limits = field(default_factory=Limits)
     sandbox: str = "auto"  # auto | bwrap | none
     kernel_python: str = sys.executable
+    kernel_package: str = "student"  # student: the kernel sees dpolab without the reference | full
     progress: bool = True
 
 
@@ -72,7 +73,37 @@ def resolve_sandbox(mode: str) -> tuple[bool, str]:
     return False, f"isolation: NONE ({why_not}); resource limits (prlimit) only"
 
 
-def run_unit(unit: Unit, opts: Options, course: GraderCourse, use_bwrap: bool, scratch: Path) -> dict:
+def kernel_package(opts: Options, use_bwrap: bool) -> tuple[Path | None, str]:
+    """The student package mounted in the kernel's sandbox (or None), and a line for the log.
+
+    Built once per version of dpolab, under ``OUT/.grader`` (dpolab.autograde.student_package).
+    Without bubblewrap nothing can be mounted: ``--kernel-python`` must name an environment
+    where the student package is installed, or the kernel can import the reference.
+    """
+    if opts.kernel_package == "full":
+        return None, "kernel package: the full dpolab (--kernel-package full): the reference is importable"
+    if use_bwrap:
+        from .student_package import build_package
+
+        folder = build_package(opts.out / ".grader")
+        return folder, f"kernel package: the student dpolab ({folder}), mounted over the kernel's dpolab"
+    if has_reference(opts.kernel_python):
+        return None, (
+            f"WARNING: without bubblewrap the kernel imports {opts.kernel_python}'s dpolab, which holds the "
+            "reference: pass --kernel-python of an environment with the student package "
+            "(dpolab-graded-course OUT; pip install OUT/package)"
+        )
+    return None, f"kernel package: {opts.kernel_python}'s dpolab (no reference found in it)"
+
+
+def run_unit(
+    unit: Unit,
+    opts: Options,
+    course: GraderCourse,
+    use_bwrap: bool,
+    scratch: Path,
+    student_package: Path | None = None,
+) -> dict:
     """Grade one notebook of one student in a worker process; never raises."""
     folder = Path(tempfile.mkdtemp(prefix=f"{unit.student_id}-{unit.notebook}-", dir=scratch))
     (folder / "submission.ipynb").write_bytes(unit.data)
@@ -86,6 +117,7 @@ def run_unit(unit: Unit, opts: Options, course: GraderCourse, use_bwrap: bool, s
         "notebook": unit.notebook,
         "kernel_python": opts.kernel_python,
         "sandbox": use_bwrap,
+        "student_package": str(student_package) if student_package else None,
         "forbidden": [str(Path(p).resolve()) for p in forbidden],
         "limits": asdict(opts.limits),
     }
@@ -179,8 +211,13 @@ def _run(opts: Options) -> list[dict]:
     use_bwrap, isolation = resolve_sandbox(opts.sandbox)
     log.info("%s", isolation)
     print(isolation, file=sys.stderr)
+    student_package, package_line = kernel_package(opts, use_bwrap)
+    log.log(logging.WARNING if package_line.startswith("WARNING") else logging.INFO, "%s", package_line)
+    print(package_line, file=sys.stderr)
     limits = {k: v for k, v in asdict(opts.limits).items() if k != "threads"}  # --jobs changes no grade
-    grader_key = _hash(VERSION, course.digest, json.dumps(limits), str(use_bwrap), opts.kernel_python)
+    grader_key = _hash(
+        VERSION, course.digest, json.dumps(limits), str(use_bwrap), opts.kernel_python, str(student_package)
+    )
     marker = out / ".grader" / "current"
     gradebook = out / "gradebook.db"
     if not marker.exists() or marker.read_text() != course.digest:
@@ -232,7 +269,9 @@ def _run(opts: Options) -> list[dict]:
 
         bar = tqdm(total=len(units), unit="notebook", disable=not opts.progress, desc="grading")
         with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-            futures = {pool.submit(run_unit, u, opts, course, use_bwrap, scratch): u for u in units}
+            futures = {
+                pool.submit(run_unit, u, opts, course, use_bwrap, scratch, student_package): u for u in units
+            }
             for future in as_completed(futures):
                 unit = futures[future]
                 pending[unit.student_id][2][unit.notebook] = future.result()

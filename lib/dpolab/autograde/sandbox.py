@@ -16,7 +16,10 @@ own ``python3`` kernelspec (found first through ``JUPYTER_PATH``) whose command 
   network is shared (the kernel talks to nbgrader over loopback TCP).
 
 ``KERNEL_PYTHON`` is configurable (``--kernel-python``): the student's kernel can run in another
-environment than the grader's (part B of issue 9: an environment without the reference).
+environment than the grader's. Inside bubblewrap the kernel never sees the reference: the
+student package (:mod:`dpolab.autograde.student_package`) is mounted read-only over the folder
+its Python imports ``dpolab`` from (:func:`student_overlay`). Without bubblewrap,
+``--kernel-python`` must name an environment where the student package is installed.
 """
 
 from __future__ import annotations
@@ -73,8 +76,50 @@ def bwrap_available() -> str | None:
     return None
 
 
+@functools.cache
+def package_folder(python: str, name: str = "dpolab") -> str | None:
+    """The folder ``python`` imports package ``name`` from (as it sees it), or None."""
+    code = f"import importlib.util as u; s = u.find_spec({name!r}); print(s.submodule_search_locations[0] if s else '')"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd="/")
+    folder = out.stdout.strip()
+    return os.path.realpath(folder) if out.returncode == 0 and folder else None
+
+
+@functools.cache
+def has_reference(python: str) -> bool:
+    """Whether ``python``'s ``dpolab`` holds the reference (the full package, not the student one)."""
+    code = "import importlib.util as u; print(u.find_spec('dpolab') and u.find_spec('dpolab.losses') is not None)"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd="/")
+    return out.stdout.strip() == "True"
+
+
+def student_overlay(python: str, student_package: Path | None) -> list[str]:
+    """bwrap arguments that show ``student_package`` (a ``dpolab`` folder) where ``python`` finds dpolab.
+
+    Mounted over the kernel's own ``dpolab`` folder (for an editable install, ``<repo>/lib/dpolab``),
+    after the binds of the Python paths: ``import dpolab`` in the kernel gives the student
+    package, and the reference's files (sources and ``__pycache__``) are not there. A build's
+    ``dpolab.egg-info`` beside that folder (its SOURCES.txt names the reference's files) is
+    hidden under an empty tmpfs.
+    """
+    if student_package is None:
+        return []
+    target = package_folder(python)
+    if target is None:
+        raise RuntimeError(f"{python} cannot import dpolab: the student's kernel needs it")
+    argv = ["--ro-bind", str(student_package), target]
+    for info in sorted(Path(target).parent.glob("dpolab*.egg-info")):
+        argv += ["--tmpfs", str(info)]
+    return argv
+
+
 def bwrap_argv(
-    python: str, work: Path, notebook_dir: Path, runtime: Path, forbidden: list[Path]
+    python: str,
+    work: Path,
+    notebook_dir: Path,
+    runtime: Path,
+    forbidden: list[Path],
+    student_package: Path | None = None,
 ) -> list[str]:
     """The bubblewrap command: ``work`` (writable) appears at ``notebook_dir``, nothing else of ours."""
     argv = ["bwrap", "--unshare-all", "--share-net", "--die-with-parent", "--new-session"]
@@ -89,6 +134,7 @@ def bwrap_argv(
         if clash:  # e.g. a sys.path entry that is the course root itself: leave it out
             continue
         argv += ["--ro-bind", p, p]
+    argv += student_overlay(python, student_package)
     argv += ["--ro-bind", str(runtime), str(runtime)]
     argv += ["--bind", str(work), str(notebook_dir), "--chdir", str(notebook_dir)]
     argv += ["--uid", "65534", "--gid", "65534", "--cap-drop", "ALL", "--clearenv"]
@@ -123,6 +169,7 @@ def write_kernelspec(
     notebook_dir: Path,
     runtime: Path,
     forbidden: list[Path],
+    student_package: Path | None = None,
 ) -> list[str]:
     """Write ``jupyter_dir/kernels/python3/kernel.json``; return its command (for the log)."""
     argv = []
@@ -140,7 +187,7 @@ def write_kernelspec(
         # the notebook's wall-clock limit, its kernel must die too (bwrap does this itself).
         argv += ["setpriv", "--pdeathsig", "KILL", "--"]
     if sandbox:
-        argv += bwrap_argv(python, work, notebook_dir, runtime, forbidden)
+        argv += bwrap_argv(python, work, notebook_dir, runtime, forbidden, student_package)
         for key, value in env.items():  # --clearenv: the sandbox sees only these
             argv += ["--setenv", key, value]
     argv += [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]

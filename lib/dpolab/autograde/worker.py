@@ -116,6 +116,7 @@ def setup(spec: dict, limits: Limits) -> Path:
         notebook_dir=notebook_dir,
         runtime=runtime,
         forbidden=[Path(p) for p in spec["forbidden"]],
+        student_package=Path(spec["student_package"]) if spec.get("student_package") else None,
     )
     os.environ["JUPYTER_PATH"] = str(unit / "jupyter")
     os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)

@@ -7,21 +7,23 @@ Two sources of pairs are supported:
 * **single responses** — one good response per prompt: a worse one is made from it
   by a fixed rule (``perturb``, ``truncate``, ``shuffle`` or ``refuse``).
 
-The JSONL files written by :func:`save_jsonl` hold one ``{"prompt", "chosen", "rejected"}``
-object per line, the layout TRL's ``DPOTrainer`` and
-``datasets.load_dataset("json", data_files=...)`` read directly.
+The pairs are stored with :func:`~dpolab.data.jsonl.save_jsonl` (re-exported here, as
+:func:`~dpolab.data.jsonl.load_jsonl`): that module is not an exercise, and the
+graded-course package, which lacks this one, keeps it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
-import os
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from .jsonl import _require_keys
+from .jsonl import load_jsonl as load_jsonl  # re-exported: the module where they used to live
+from .jsonl import save_jsonl as save_jsonl
 
 Scorer = Callable[[str, str], float]
 
@@ -36,8 +38,6 @@ REFUSAL = "I'm sorry, but I can't help with that."
 
 #: :meth:`PreferenceDatasetGenerator.validate_pairs` drops pairs with a response shorter than this.
 MIN_RESPONSE_CHARS = 10
-
-_PAIR_KEYS = ("prompt", "chosen", "rejected")
 
 
 @dataclass
@@ -61,14 +61,6 @@ class PreferencePair:
             "rejected_score": self.rejected_score,
             "metadata": self.metadata or {},
         }
-
-
-def _require_keys(index: int, record: Any, keys: Iterable[str]) -> None:
-    if not isinstance(record, Mapping):
-        raise ValueError(f"record {index} must be a mapping (dict), got {type(record).__name__}")
-    for key in keys:
-        if key not in record:
-            raise ValueError(f"record {index} has no {key!r} key")
 
 
 def _as_score(index: int, key: str, value: Any) -> float:
@@ -283,72 +275,3 @@ class PreferenceDatasetGenerator:
     def to_huggingface_format(self, pairs: Iterable[PreferencePair]) -> list[dict[str, str]]:
         """Return ``{"prompt", "chosen", "rejected"}`` dicts, the layout TRL's DPOTrainer reads."""
         return [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
-
-
-# ---------------------------------------------------------------------- JSONL
-
-
-def _pair_fields(index: int, record: PreferencePair | Mapping[str, Any]) -> dict[str, str]:
-    if isinstance(record, PreferencePair):
-        record = record.to_dict()
-    _require_keys(index, record, _PAIR_KEYS)
-    out = {}
-    for key in _PAIR_KEYS:
-        if not isinstance(record[key], str):
-            raise ValueError(f"record {index}: {key!r} must be a str, got {type(record[key]).__name__}")
-        out[key] = record[key]
-    return out
-
-
-def save_jsonl(records: Iterable[PreferencePair | Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Write ``records`` to ``path`` as UTF-8 JSONL, one ``{"prompt", "chosen", "rejected"}`` per line.
-
-    ``records`` may mix :class:`PreferencePair` objects and dicts; other fields (scores,
-    metadata) are not written. Non-ASCII text is written as is, not as ``\\u`` escapes.
-    The file is replaced if it exists.
-
-    Raises:
-        ValueError: a record lacks one of the three keys or has a non-string value
-            (the message names the record's index); nothing is written then.
-    """
-    # Check everything first, so a bad record does not leave a half-written file.
-    rows = [_pair_fields(index, record) for index, record in enumerate(records)]
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def load_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a preference JSONL file into a list of dicts, one per non-blank line.
-
-    Each line must be a JSON object with string values for ``prompt``, ``chosen`` and
-    ``rejected``; any other keys are kept as read. Blank lines are skipped, and a UTF-8
-    byte-order mark is ignored.
-
-    Raises:
-        ValueError: a line is not valid JSON, not an object, lacks one of the three keys
-            or has a non-string value for one; the message names the 1-based line number.
-    """
-    records: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{os.fspath(path)}, line {lineno}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(record, dict):
-                raise ValueError(
-                    f"{os.fspath(path)}, line {lineno}: expected a JSON object, got {type(record).__name__}"
-                )
-            for key in _PAIR_KEYS:
-                if key not in record:
-                    raise ValueError(f"{os.fspath(path)}, line {lineno}: no {key!r} key")
-                if not isinstance(record[key], str):
-                    raise ValueError(
-                        f"{os.fspath(path)}, line {lineno}: {key!r} must be a string, "
-                        f"got {type(record[key]).__name__}"
-                    )
-            records.append(record)
-    return records

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data.batching import PreferenceBatch, SequenceBatch, encode_pairs, pad_sequences
+from ..data.batching import PreferenceBatch, PreferenceData, SequenceBatch, _gather
 from ..losses.dpo import dpo_loss
 from ..losses.ipo import ipo_loss
 from ..losses.kto import estimate_kl, kto_loss
@@ -31,11 +31,9 @@ from ..losses.metrics import preference_metrics
 from ..losses.orpo import orpo_odds_ratio_loss
 from ..losses.simpo import simpo_loss
 from .generation import logits_of
+from .recipe import DEFAULT_BETA
 from .sft import cosine_lr, progress_bar
 
-#: The losses :func:`train_preference` knows, and the β each uses by default
-#: (ORPO's is its λ; SimPO's scale differs because it reads per-token averages).
-DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "kto": 0.1, "orpo": 0.1, "simpo": 2.0}
 #: Losses that need no reference model (the reference then only serves the metrics).
 REFERENCE_FREE = ("orpo", "simpo")
 
@@ -212,43 +210,6 @@ def preference_loss(
             policy_chosen_logps / c_tok, policy_rejected_logps / r_tok, beta, simpo_gamma
         ).mean()
     raise ValueError(f"loss must be one of {tuple(DEFAULT_BETA)}, got {loss!r}")
-
-
-class PreferenceData:
-    """Tokenised pairs, padded once, from which training batches are gathered by index."""
-
-    def __init__(self, pairs: Sequence[Any], tokenizer: Any, device: torch.device | str = "cpu"):
-        if len(pairs) == 0:
-            raise ValueError("pairs must hold at least one (prompt, chosen, rejected) pair")
-        self.prompts, self.chosen, self.rejected = encode_pairs(pairs, tokenizer)
-        pad = tokenizer.pad_token_id
-        self.chosen_rows = pad_sequences(self.prompts, self.chosen, pad).to(device)
-        self.rejected_rows = pad_sequences(self.prompts, self.rejected, pad).to(device)
-        self.pad_token_id = pad
-        self.device = torch.device(device)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def batch(self, rows: torch.Tensor) -> PreferenceBatch:
-        """The pairs ``rows`` as a :class:`PreferenceBatch` (trailing all-padding columns cropped)."""
-        return PreferenceBatch(_gather(self.chosen_rows, rows), _gather(self.rejected_rows, rows))
-
-    def batches(self, batch_size: int) -> list[PreferenceBatch]:
-        """Every pair, in order, in batches of ``batch_size``."""
-        idx = torch.arange(len(self), device=self.device)
-        return [self.batch(idx[i : i + batch_size]) for i in range(0, len(self), batch_size)]
-
-    def mismatched(self) -> SequenceBatch:
-        """Each prompt with the previous pair's chosen response (KTO's KL rows; see ``mismatched_pairs``)."""
-        prompts = self.prompts
-        responses = [self.chosen[i - 1] for i in range(len(self))]
-        return pad_sequences(prompts, responses, self.pad_token_id).to(self.device)
-
-
-def _gather(rows: SequenceBatch, index: torch.Tensor) -> SequenceBatch:
-    width = int(rows.attention_mask[index].sum(dim=1).max())
-    return SequenceBatch(*(t[index, :width] for t in (rows.input_ids, rows.attention_mask, rows.loss_mask)))
 
 
 def train_preference(

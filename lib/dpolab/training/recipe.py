@@ -18,6 +18,10 @@ from ..data.tokenizer import CharTokenizer
 from .model import GPTConfig, TinyGPT
 from .sft import train_sft
 
+#: The losses :func:`~dpolab.training.preference.train_preference` knows, and the β each uses by
+#: default (ORPO's is its λ; SimPO's scale differs because it reads per-token averages).
+DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "kto": 0.1, "orpo": 0.1, "simpo": 2.0}
+
 
 @dataclass(frozen=True)
 class Recipe:

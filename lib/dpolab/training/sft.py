@@ -5,7 +5,8 @@ r"""Supervised fine-tuning (SFT): maximise the likelihood of the demonstrated re
     \mathcal{L}_\mathrm{SFT} = -\frac{1}{\sum_i |y_i|}\sum_i \log\pi_\theta(y_i \mid x_i)
 
 the negative log-likelihood per *response* token (the prompt is given, not predicted):
-the same loss mask as every preference loss in :mod:`dpolab.losses`. Whatever the
+the same loss mask as every preference loss in :mod:`dpolab.losses` (computed here without
+them: the graded-course package trains its SFT model without the losses' reference). Whatever the
 demonstrations do — right or wrong — the model learns to do, in proportion.
 """
 
@@ -18,7 +19,6 @@ from typing import Any
 import torch
 
 from ..data.batching import SequenceBatch, encode_examples, pad_sequences
-from ..losses.logprobs import response_token_counts, sequence_logps
 from .generation import logits_of
 
 
@@ -40,10 +40,23 @@ def progress_bar(steps: int, enabled: bool, desc: str):
 
 
 def sft_loss(model: Any, batch: SequenceBatch) -> torch.Tensor:
-    """Token-mean negative log-likelihood of the response tokens of ``batch``."""
+    r"""Token-mean negative log-likelihood of the response tokens of ``batch``.
+
+    The logits :math:`z_t` at position ``t`` predict token ``t + 1``, so the loss is
+    :math:`\frac{1}{\sum m_{t+1}}\sum_t m_{t+1}\,(\operatorname{logsumexp} z_t - z_t[\ell_{t+1}])`
+    with ``m`` the loss mask and ``ℓ`` the token ids (computed in at least float32).
+    """
     logits = logits_of(model(batch.input_ids, attention_mask=batch.attention_mask))
-    logps = sequence_logps(logits, batch.input_ids, batch.loss_mask)
-    return -logps.sum() / response_token_counts(batch.loss_mask).sum().clamp(min=1)
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    # The target of position t is token t + 1; the last position has none (mask 0, target 0).
+    mask = torch.zeros_like(batch.loss_mask, dtype=torch.bool)
+    mask[:, :-1] = batch.loss_mask[:, 1:].bool()
+    targets = torch.zeros_like(batch.input_ids)
+    targets[:, :-1] = batch.input_ids[:, 1:]
+    targets = targets.masked_fill(~mask, 0)
+    logps = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
+    per_row = torch.where(mask, logps, torch.zeros_like(logps)).sum(dim=-1)
+    return -per_row.sum() / mask.sum(dim=-1).sum().clamp(min=1)
 
 
 def train_sft(
