@@ -210,12 +210,12 @@ def context_free_concatenated_logps(model: torch.nn.Module, batch: Any) -> tuple
         )
         for name in ("input_ids", "loss_mask")
     )
-    logits = model(input_ids)  # the one forward, over the 2B rows
-    if logits.dim() != 3 or not bool((logits == logits[:1, :1]).all()):
+    scores = model(input_ids)  # a single forward over all 2B rows
+    if scores.dim() != 3 or not bool((scores == scores[:1, :1]).all()):
         raise ValueError(
             "context_free_concatenated_logps only knows ContextFreeLM (logits that ignore the context)"
         )
-    log_probs = torch.log_softmax(logits[:, 0].to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    log_probs = torch.log_softmax(scores[:, 0].to(torch.promote_types(scores.dtype, torch.float32)), dim=-1)
     # counts[i, v]: how often token v is a response token of row i (position 0 is never scored)
     counts = torch.zeros_like(log_probs).scatter_add_(
         1, input_ids[:, 1:], loss_mask[:, 1:].to(log_probs.dtype)
