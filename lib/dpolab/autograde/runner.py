@@ -29,7 +29,7 @@ from .course import GraderCourse, nbgrader_env, prepare_course
 from .gradebook import ensure_gradebook, merge_student
 from .inputs import Submission, find_submissions, match_notebooks
 from .reports import write_reports
-from .sandbox import Limits, bwrap_available
+from .sandbox import Limits, bwrap_available, ipc_unavailable
 
 log = logging.getLogger("dpolab.grade")
 VERSION = "1"
@@ -72,7 +72,18 @@ def resolve_sandbox(mode: str) -> tuple[bool, str]:
     return False, f"isolation: NONE ({why_not}); resource limits (prlimit) only"
 
 
-def run_unit(unit: Unit, opts: Options, course: GraderCourse, use_bwrap: bool, scratch: Path) -> dict:
+def resolve_transport(use_bwrap: bool) -> tuple[str, str]:
+    """(the kernel's transport, a line for the log): ``ipc`` lets the sandbox have no network."""
+    why_not = ipc_unavailable(use_bwrap)
+    if why_not is None:
+        net = "no network in the sandbox" if use_bwrap else "the network is not cut (no sandbox)"
+        return "ipc", f"kernel transport: ipc sockets; {net}"
+    return "tcp", f"kernel transport: tcp on loopback ({why_not}); the kernel's network is shared"
+
+
+def run_unit(
+    unit: Unit, opts: Options, course: GraderCourse, use_bwrap: bool, scratch: Path, transport: str = "tcp"
+) -> dict:
     """Grade one notebook of one student in a worker process; never raises."""
     folder = Path(tempfile.mkdtemp(prefix=f"{unit.student_id}-{unit.notebook}-", dir=scratch))
     (folder / "submission.ipynb").write_bytes(unit.data)
@@ -86,6 +97,7 @@ def run_unit(unit: Unit, opts: Options, course: GraderCourse, use_bwrap: bool, s
         "notebook": unit.notebook,
         "kernel_python": opts.kernel_python,
         "sandbox": use_bwrap,
+        "transport": transport,
         "forbidden": [str(Path(p).resolve()) for p in forbidden],
         "limits": asdict(opts.limits),
     }
@@ -177,8 +189,10 @@ def _run(opts: Options) -> list[dict]:
     out = opts.out
     course = prepare_course(opts.solutions, opts.assignment, out / ".grader")
     use_bwrap, isolation = resolve_sandbox(opts.sandbox)
-    log.info("%s", isolation)
-    print(isolation, file=sys.stderr)
+    transport, network = resolve_transport(use_bwrap)
+    for line in (isolation, network):
+        log.info("%s", line)
+        print(line, file=sys.stderr)
     limits = {k: v for k, v in asdict(opts.limits).items() if k != "threads"}  # --jobs changes no grade
     grader_key = _hash(VERSION, course.digest, json.dumps(limits), str(use_bwrap), opts.kernel_python)
     marker = out / ".grader" / "current"
@@ -232,7 +246,9 @@ def _run(opts: Options) -> list[dict]:
 
         bar = tqdm(total=len(units), unit="notebook", disable=not opts.progress, desc="grading")
         with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-            futures = {pool.submit(run_unit, u, opts, course, use_bwrap, scratch): u for u in units}
+            futures = {
+                pool.submit(run_unit, u, opts, course, use_bwrap, scratch, transport): u for u in units
+            }
             for future in as_completed(futures):
                 unit = futures[future]
                 pending[unit.student_id][2][unit.notebook] = future.result()
