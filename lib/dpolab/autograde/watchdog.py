@@ -161,8 +161,9 @@ class Watchdog(threading.Thread):
                 print(f"watchdog: {err!r}", file=sys.stderr, flush=True)
                 continue
             if reason:
-                self.reason = self.reason or reason
-                print(f"watchdog: {reason}: killing the kernel", flush=True)
+                if self.reason is None:
+                    self.reason = reason
+                    print(f"watchdog: {reason}: killing the kernel", flush=True)
                 kill_tree(os.getpid())
 
     def stop(self) -> None:
