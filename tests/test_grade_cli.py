@@ -582,3 +582,22 @@ def test_notebook_wall_clock_limit(graded, tmp_path):
     assert main([*args, "--cell-timeout", "60", "--notebook-timeout", "12"]) == 0
     (row,) = read_csv(p["out"] / "grades.csv")
     assert row["status"] == "ungradable" and "longer than the 12 s limit" in row["reason"]
+
+
+def test_kernel_transport_falls_back_to_tcp_with_a_log_line(monkeypatch):
+    """ipc sockets: the sandbox gets no network; where ipc is impossible, TCP and a shared network, said."""
+    import sys
+
+    from dpolab.autograde import runner, sandbox, worker
+
+    args = (sys.executable, Path("/w"), Path("/nb"), Path("/rt"), [])
+    argv = sandbox.bwrap_argv(*args, ipc_dir=Path("/rt/ipc"))
+    assert "--share-net" not in argv and argv[argv.index("/rt/ipc") - 1] == "--bind"
+    c = worker.config({"unit": "/u", "fixtures": "", "ipc_dir": "/rt/ipc"}, worker.Limits())
+    assert c.KernelManager.transport == "ipc" and c.KernelManager.ip == "/rt/ipc/k"
+
+    monkeypatch.setattr(runner, "ipc_unavailable", lambda use_bwrap: "pyzmq has no ipc transport here")
+    transport, line = runner.resolve_transport(True)
+    assert transport == "tcp" and "no ipc transport" in line and "network is shared" in line
+    assert "--share-net" in sandbox.bwrap_argv(*args, ipc_dir=None)
+    assert worker.ipc_folder({"unit": "/u", "transport": "tcp"}) is None
