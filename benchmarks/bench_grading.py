@@ -1,19 +1,26 @@
-"""Benchmark: ``dpolab-grade`` on a generated class, ``--jobs 1`` against ``--jobs 2``.
+"""Benchmark: ``dpolab-grade`` on a generated class of the full assignment, ``--jobs 1`` against ``--jobs 2``.
 
-The class (default 40 students): 60 % correct, 20 % partly correct (one planted bug per
-notebook), 20 % hostile (an infinite loop, ``os._exit(1)``, a memory bomb, 50 MB printed), in
-rotation. Prints the seconds per submission of each run, the speed-up of ``--jobs 2`` over
-``--jobs 1`` (issue 9's goal on a 2-core machine: at least 1.7x), and checks that both runs
-give the same grades.
+The class (default 40 students) submits every notebook of ``solutions/lab_3_1_5_dpo`` (four
+notebooks, 43 points). Students rotate through correct, partial, hostile, correct, correct
+(60 % correct, 20 % partly correct with one planted bug per notebook, 20 % hostile); the
+hostile ones take turns through eight attacks, each put in every notebook: an infinite loop,
+a loop that swallows ``KeyboardInterrupt``, ``os._exit(1)``, a memory bomb, 50 MB printed, a
+(bounded) fork bomb, a connection to the grader's port and a DNS lookup, reading the solutions.
 
-    python benchmarks/bench_grading.py                       # 40 students, every notebook
-    python benchmarks/bench_grading.py --students 10 --notebooks 01_dpo_loss
+Prints the seconds per submission (one student, every notebook) of each run, the speed-up of
+``--jobs 2`` over ``--jobs 1`` (issue 9's goal on a 2-core machine: at least 1.7x), whether both
+runs gave the same grades, and the outcome of each kind of student. The grader's course (the
+release, the gradebook and the fixtures, built from the solutions) is built once, outside the
+timings. Run it on an otherwise idle machine; the load average is printed with the figures.
+
+    python benchmarks/bench_grading.py                  # 40 students, the full assignment
+    python benchmarks/bench_grading.py --students 5     # a quick check (one of each kind)
 """
 
 from __future__ import annotations
 
 import argparse
-import filecmp
+import csv
 import os
 import shutil
 import sys
@@ -27,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from notebook_tools import ASSIGNMENT, RELEASE, SOLUTIONS, solved_release  # noqa: E402
 
-PLANTED = {  # one bug per notebook (tests/test_notebooks.py)
+PLANTED = {  # one bug per notebook (tests/test_notebooks.py, tests/test_hidden_tests_nb04.py)
     "01_dpo_loss": {
         "dpo_loss_answer": ("(chosen_rewards > rejected_rewards)", "(chosen_rewards >= rejected_rewards)")
     },
@@ -38,89 +45,165 @@ PLANTED = {  # one bug per notebook (tests/test_notebooks.py)
         )
     },
     "03_preference_data": {"generator_answer": (">= self.min_score_diff", "> self.min_score_diff")},
+    "04_train_with_dpo": {"dpo_train_step_answer": ("(margins > 0)", "(margins >= 0)")},
 }
-HOSTILE = [
-    "while True:\n    pass",
-    "import os\nos._exit(1)",
-    "chunks = []\nwhile True:\n    chunks.append(bytearray(2**28))",
-    "print('x' * 50_000_000)",
-]
+HOSTILE = {
+    "infinite_loop": "while True:\n    pass",
+    "swallows_interrupt": (
+        "import time\nwhile True:\n    try:\n        time.sleep(0.5)\n    except KeyboardInterrupt:\n        pass"
+    ),
+    "kernel_exit": "import os\nos._exit(1)",
+    "memory_bomb": (
+        "chunks = []\ntry:\n    while True:\n        chunks.append(bytearray(2**28))\n"
+        "finally:\n    chunks.clear()"
+    ),
+    "prints_50mb": "print('x' * 50_000_000)",
+    "fork_bomb": (  # bounded: 500 children at most, each exits after 5 s
+        "import os, time\nfor _ in range(500):\n    try:\n        if os.fork() == 0:\n"
+        "            time.sleep(5)\n            os._exit(0)\n    except OSError:\n        break\ntime.sleep(3)"
+    ),
+    "network": (
+        "import socket\nfor _try in (lambda: socket.create_connection(('127.0.0.1', PORT), timeout=5),\n"
+        "             lambda: socket.getaddrinfo('pypi.org', 443)):\n    try:\n        _try()\n"
+        "        print('NETWORK REACHED')\n    except OSError as err:\n        print('no network:', err)"
+    ),
+    "reads_solutions": "print(open(SOLUTION).read()[:100])",
+}
+ROTATION = ["correct", "partial", "hostile", "correct", "correct"]
 
 
-def make_class(folder: Path, solutions: Path, students: int) -> None:
+def make_class(folder: Path, solutions: Path, students: int, port: int) -> dict[str, str]:
+    """Write the class; return ``{student_id: kind}``."""
     names = sorted(p.name for p in solutions.glob("*.ipynb"))
+    attacks = list(HOSTILE)
+    kinds = {}
     for i in range(students):
-        kind = ["correct"] * 3 + ["partial", "hostile"]
-        kind = kind[i % 5]
-        student = folder / f"s{i:03d}_{kind}"
-        student.mkdir(parents=True)
+        kind = ROTATION[i % len(ROTATION)]
+        if kind == "hostile":
+            kind = f"hostile:{attacks[(i // len(ROTATION)) % len(attacks)]}"
+        student = f"s{i:03d}"
+        kinds[student] = kind
+        (folder / student).mkdir(parents=True)
         for name in names:
             stem = name[: -len(".ipynb")]
-            edits = PLANTED.get(stem) if kind == "partial" else None
-            nb = solved_release(name, RELEASE, edits)
-            if kind == "hostile":
-                nb.cells.insert(2, nbformat.v4.new_code_cell(HOSTILE[(i // 5) % len(HOSTILE)]))
-            nbformat.write(nb, student / name)
+            nb = solved_release(name, RELEASE, PLANTED.get(stem) if kind == "partial" else None)
+            if kind.startswith("hostile:"):
+                source = HOSTILE[kind.split(":")[1]]
+                source = source.replace("PORT", str(port)).replace("SOLUTION", repr(str(solutions / name)))
+                nb.cells.insert(2, nbformat.v4.new_code_cell(source))
+            nbformat.write(nb, folder / student / name)
+    return kinds
 
 
-def grade(submissions: Path, out: Path, solutions: Path, jobs: int, limits: list[str]) -> float:
+def grade(submissions: Path, out: Path, solutions: Path, jobs: int, extra: list[str]) -> float:
     from dpolab.autograde.cli import main
 
     start = time.perf_counter()
     rc = main(
-        [str(submissions), "--out", str(out), "--solutions", str(solutions), "--jobs", str(jobs), *limits]
+        [str(submissions), "--out", str(out), "--solutions", str(solutions), "--jobs", str(jobs), *extra]
     )
     assert rc == 0
     return time.perf_counter() - start
 
 
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def rows(out: Path) -> dict[str, dict]:
+    with open(out / "grades.csv", newline="") as f:
+        return {r["student_id"]: r for r in csv.DictReader(f)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--students", type=int, default=40)
-    p.add_argument("--notebooks", nargs="*", help="notebook names without .ipynb (default: all)")
-    p.add_argument("--cell-timeout", type=int, default=20)
+    p.add_argument("--students", type=int, default=40, help="size of the class (default 40)")
+    p.add_argument("--notebooks", nargs="*", help="notebook names without .ipynb (default: all four)")
+    p.add_argument("--cell-timeout", type=int, default=30, help="seconds per cell (default 30)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (class and outputs)")
     args = p.parse_args()
     os.environ.setdefault("DPOLAB_DEVICE", "cpu")
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    import socket
+
     tmp = Path(tempfile.mkdtemp(prefix="bench-grading-"))
+    listener = socket.create_server(("127.0.0.1", 0))  # the "network" students try to reach it
     try:
         solutions = tmp / "solutions" / ASSIGNMENT
         solutions.mkdir(parents=True)
         for path in sorted(SOLUTIONS.glob("*.ipynb")):
             if not args.notebooks or path.stem in args.notebooks:
                 shutil.copy(path, solutions)
-        make_class(tmp / "class", solutions, args.students)
-        limits = ["--cell-timeout", str(args.cell_timeout), "--no-progress"]
-        # the grader's course (generate_assignment) once, outside the timings
+        kinds = make_class(tmp / "class", solutions, args.students, listener.getsockname()[1])
+        extra = ["--cell-timeout", str(args.cell_timeout), "--no-progress"]
         from dpolab.autograde.course import prepare_course
 
-        for jobs in (1, 2):
-            prepare_course(solutions, ASSIGNMENT, tmp / f"out{jobs}" / ".grader")
-        n_nb = len(list(solutions.glob("*.ipynb")))
-        print(
-            f"class: {args.students} students x {n_nb} notebooks; {os.cpu_count()} CPUs (load: {os.getloadavg()})"
-        )
+        t0 = time.perf_counter()
+        course = prepare_course(solutions, ASSIGNMENT, tmp / "out1" / ".grader")  # outside the timings
+        shutil.copytree(tmp / "out1" / ".grader", tmp / "out2" / ".grader")
+        prepared = time.perf_counter() - t0
+        n_nb = len(course.notebooks)
+        count = {
+            k: sum(v.split(":")[0] == k for v in kinds.values()) for k in ("correct", "partial", "hostile")
+        }
+
         seconds = {}
+        loads = {}
         for jobs in (1, 2):
-            seconds[jobs] = grade(tmp / "class", tmp / f"out{jobs}", solutions, jobs, limits)
-            per = seconds[jobs] / args.students
-            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            before = load()
+            seconds[jobs] = grade(tmp / "class", tmp / f"out{jobs}", solutions, jobs, extra)
+            loads[jobs] = (before, load())
+        r1, r2 = rows(tmp / "out1"), rows(tmp / "out2")
+        same = all((r1[s]["score"], r1[s]["status"]) == (r2[s]["score"], r2[s]["status"]) for s in kinds)
+        speedup = seconds[1] / seconds[2]
+        listener.setblocking(False)
+        try:
+            listener.accept()
+            reached = "REACHED (the sandbox has a network)"
+        except BlockingIOError:
+            reached = "never reached"
+
+        print()
+        print("=" * 78)
+        print("dpolab-grade benchmark")
+        print(
+            f"class: {args.students} students x {n_nb} notebooks ({course.max_score:g} points): "
+            f"{count['correct']} correct, {count['partial']} partial, {count['hostile']} hostile"
+        )
+        print(
+            f"machine: {os.cpu_count()} CPUs; cell timeout {args.cell_timeout} s; "
+            f"grader's course built once in {prepared:.0f} s (not timed)"
+        )
+        for jobs in (1, 2):
             print(
-                f"--jobs {jobs}: {seconds[jobs]:8.1f} s   {per:6.2f} s per submission   (load after: {load})"
+                f"--jobs {jobs}: {seconds[jobs]:8.1f} s in all   "
+                f"{seconds[jobs] / args.students:7.2f} s per submission   "
+                f"{seconds[jobs] / (args.students * n_nb):6.2f} s per notebook   "
+                f"(load average before: {loads[jobs][0]}; after: {loads[jobs][1]})"
             )
-        print(f"speed-up of --jobs 2 over --jobs 1: {seconds[1] / seconds[2]:.2f}x (goal >= 1.7x)")
-        same = filecmp.cmp(tmp / "out1" / "grades.csv", tmp / "out2" / "grades.csv", shallow=False)
-        print(f"same grades.csv from both runs: {same}")
-        print((tmp / "out2" / "grades.csv").read_text().splitlines()[0])
-        summary: dict[str, int] = {}
-        for line in (tmp / "out2" / "grades.csv").read_text().splitlines()[1:]:
-            sid, score, max_score, status = line.split(",")[:4]
-            key = f"{sid.split('_', 1)[1]} {status} {score}/{max_score}"
+        verdict = "met" if speedup >= 1.7 else "NOT met"
+        print(f"speed-up of --jobs 2 over --jobs 1: {speedup:.2f}x   (goal >= 1.7x: {verdict})")
+        print(f"same scores and statuses from both runs: {'yes' if same else 'NO'}")
+        print(f"the grader's loopback port: {reached}")
+        print("outcomes (--jobs 2):")
+        summary: dict[tuple, int] = {}
+        for student, kind in kinds.items():
+            row = r2[student]
+            reason = row["reason"].split("; ")[0][:70]
+            key = (kind, row["status"], f"{float(row['score']):g}/{row['max_score']}", reason)
             summary[key] = summary.get(key, 0) + 1
-        for key, count in sorted(summary.items()):
-            print(f"  {count:3d} x {key}")
+        for (kind, status, score, reason), n in sorted(summary.items()):
+            print(f"  {n:3d} x {kind:28s} {status:10s} {score:>7s}  {reason}")
+        wrong = [s for s, k in kinds.items() if k == "correct" and float(r2[s]["score"]) != course.max_score]
+        if wrong:
+            print(f"WARNING: correct submissions without full marks: {wrong}")
+        print("=" * 78)
+        if args.keep:
+            print(f"kept: {tmp}")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        listener.close()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

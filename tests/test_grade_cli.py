@@ -3,8 +3,10 @@
 The class is graded against a one-notebook assignment (notebook 01 of the lab, 11 points), so
 that every student costs one kernel: each hostile case is a real notebook, and the expected
 outcome of each is stated in ``CLASS`` (a score out of 11, or ``ungradable`` with words of its
-reason). The file isolation cases need bubblewrap (``scripts/setup.sh test`` installs it when
-run as root); without it they are skipped with the reason.
+reason). The file and network isolation cases need bubblewrap (``scripts/setup.sh test``
+installs it when run as root); without it they are skipped with the reason. The grader listens
+on a loopback port while the class is graded: the ``snoop`` student tries to connect to it (and
+to look up a name in DNS) from its kernel, and must fail.
 
 Part B of issue 9 (not here): hidden tests that compare with expected values prepared outside
 the student's kernel, so that monkeypatching ``torch.allclose`` / builtins or importing the
@@ -18,6 +20,7 @@ import hashlib
 import json
 import re
 import shutil
+import socket
 import sqlite3
 import zipfile
 from html.parser import HTMLParser
@@ -33,6 +36,7 @@ POINTS = 11
 CELL_TIMEOUT = 15
 NOTEBOOK_TIMEOUT = 150
 MEMORY_MB = 3000
+MAX_PROCESSES = 64
 MEMORY_BOMB = """\
 chunks = []
 try:
@@ -97,7 +101,37 @@ for what, path in TARGETS["write"].items():
         found["write " + what] = "DONE"
     except Exception:
         found["write " + what] = "denied"
+import socket
+for what, (host, port) in TARGETS["connect"].items():
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        found["connect " + what] = "DONE"
+    except Exception:
+        found["connect " + what] = "denied"
+try:
+    socket.getaddrinfo("pypi.org", 443)
+    found["dns lookup"] = "DONE"
+except Exception:
+    found["dns lookup"] = "denied"
 print("SNOOP" + json.dumps(found, sort_keys=True) + "SNOOP")
+"""
+# Bounded, so that it cannot take the machine if the limit fails: 500 children at most, each
+# sleeps 5 s and exits; the cell then ends by itself (and the case would be graded 11/11).
+FORK_BOMB = """import os, time
+for _ in range(500):
+    try:
+        if os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+    except OSError:  # RLIMIT_NPROC (a grader that is not root): the watchdog is the limit
+        break
+time.sleep(3)
+"""
+# After each failing cell, clear its output (the error) before nbgrader reads it
+HIDE_ERRORS = """from IPython import get_ipython
+from IPython.display import clear_output
+
+get_ipython().events.register("post_run_cell", lambda result: result.error_in_exec and clear_output())
 """
 STEAL_SOLUTION = """import json
 _src = json.load(open(SOLUTION_PATH))
@@ -116,8 +150,10 @@ def _paths(tmp: Path) -> dict:
     }
 
 
-def build_class(tmp: Path) -> dict[str, tuple]:
-    """Write the class; return ``{student: (expected score or None, reason words)}``."""
+def build_class(tmp: Path, grader_port: int = 9) -> dict[str, tuple]:
+    """Write the class; return ``{student: (expected score or None, reason words)}``.
+
+    ``grader_port``: a loopback port the grader listens on while it grades."""
     p = _paths(tmp)
     p["solutions"].mkdir(parents=True)
     shutil.copy(SOLUTIONS / f"{NB}.ipynb", p["solutions"])
@@ -140,6 +176,10 @@ def build_class(tmp: Path) -> dict[str, tuple]:
             "out folder": str(p["out"] / "grades.csv"),
             "new file in out": str(p["out"] / "pwned.txt"),
             "tmp of the grader": "/tmp/dpolab-pwned.txt",
+        },
+        "connect": {
+            "grader's loopback port": ["127.0.0.1", grader_port],
+            "DNS server": [_nameserver(), 53],
         },
     }
     targets_line = f"TARGETS = {json.dumps(targets)}\n"
@@ -183,6 +223,15 @@ def build_class(tmp: Path) -> dict[str, tuple]:
         "malformed_json": (b'{"cells": [', name, "flat", None, "not a valid notebook"),
         "empty_file": (b"", name, "flat", None, "is empty"),
         "other_assignment": (not_ours, name, "flat", None, "not this assignment"),
+        # the processes of the kernel's tree are counted from outside: killed past the limit
+        "fork_bomb": (_with_cell(solved(), FORK_BOMB), name, "flat", None, f"more than {MAX_PROCESSES} processes"),
+        # the failing test cell's error is cleared by the student's hook; nbgrader still sees the
+        # error in the kernel's reply: the planted bug loses its 2 points, as for "partial"
+        "hides_errors": (
+            _with_cell(solved_release(name, release, PLANTED), HIDE_ERRORS),
+            name, "flat", POINTS - 2, "",
+        ),
+        # reads, writes and connects (the grader's port, DNS): all denied, full marks
         "snoop": (_with_cell(solved(), targets_line + SNOOP), name, "flat", POINTS, ""),
         # the answer cell executes the solution read from disk: isolated, it finds nothing
         "reads_solutions": (_edit(untouched, "dpo_loss_answer", steal), name, "flat", 0, ""),
@@ -207,6 +256,16 @@ def build_class(tmp: Path) -> dict[str, tuple]:
     return expected
 
 
+def _nameserver() -> str:
+    try:
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            if line.startswith("nameserver") and "." in line:
+                return line.split()[1]
+    except OSError:
+        pass
+    return "1.1.1.1"
+
+
 def tree_hashes(*roots: Path) -> dict[str, str]:
     return {
         str(f): hashlib.sha256(f.read_bytes()).hexdigest()
@@ -223,7 +282,7 @@ def grade(p: dict, *extra: str) -> None:
         [
             str(p["class"]), "--out", str(p["out"]), "--solutions", str(p["solutions"]), "--jobs", "2",
             "--cell-timeout", str(CELL_TIMEOUT), "--notebook-timeout", str(NOTEBOOK_TIMEOUT),
-            "--memory-mb", str(MEMORY_MB), "--no-progress", *extra,
+            "--memory-mb", str(MEMORY_MB), "--max-processes", str(MAX_PROCESSES), "--no-progress", *extra,
         ]
     )  # fmt: skip
     assert rc == 0
@@ -239,14 +298,24 @@ def graded(tmp_path_factory):
     from dpolab.autograde.course import prepare_course
 
     tmp = tmp_path_factory.mktemp("grade_cli")
-    expected = build_class(tmp)
-    p = _paths(tmp)
-    master = prepare_course(p["solutions"], ASSIGNMENT, p["out"] / ".grader")
-    before = tree_hashes(p["class"], p["solutions"], SOLUTIONS, master.root)
-    grade(p)
-    after = tree_hashes(p["class"], p["solutions"], SOLUTIONS, master.root)
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # the grader's own port
+        expected = build_class(tmp, listener.getsockname()[1])
+        p = _paths(tmp)
+        master = prepare_course(p["solutions"], ASSIGNMENT, p["out"] / ".grader")
+        before = tree_hashes(p["class"], p["solutions"], SOLUTIONS, master.root)
+        grade(p)
+        after = tree_hashes(p["class"], p["solutions"], SOLUTIONS, master.root)
+        listener.setblocking(False)
+        try:
+            listener.accept()
+            reached = True
+        except BlockingIOError:
+            reached = False
     rows = {r["student_id"]: r for r in read_csv(p["out"] / "grades.csv")}
-    return {"p": p, "expected": expected, "rows": rows, "before": before, "after": after, "master": master}
+    return {
+        "p": p, "expected": expected, "rows": rows, "before": before, "after": after, "master": master,
+        "port_reached": reached,
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -333,6 +402,28 @@ def test_student_code_cannot_reach_files(graded):
     assert found and set(found.values()) == {"denied"}, found
     assert not Path("/tmp/dpolab-pwned.txt").exists()
     assert graded["rows"]["reads_solutions"]["score"] == "0"
+
+
+@pytest.mark.skipif(bool(bwrap_missing), reason=f"no network isolation here: {bwrap_missing}")
+def test_student_code_has_no_network(graded):
+    """The kernel speaks to nbgrader over ipc sockets; its sandbox has no network at all."""
+    html = (graded["p"]["out"] / "feedback" / "snoop" / f"{NB}.html").read_text()
+    found = json.loads(re.search(r"SNOOP(\{.*?\})SNOOP", html.replace("&quot;", '"')).group(1))
+    net = {k: v for k, v in found.items() if k.startswith(("connect", "dns"))}
+    assert sorted(net) == ["connect DNS server", "connect grader's loopback port", "dns lookup"]
+    assert set(net.values()) == {"denied"}, net
+    assert not graded["port_reached"]
+    assert "kernel transport: ipc sockets; no network" in (graded["p"]["out"] / "grading.log").read_text()
+
+
+def test_watchdog_reports_its_reason(graded):
+    log = (graded["p"]["out"] / "logs" / "fork_bomb" / f"{NB}.log").read_text()
+    assert f"watchdog: the notebook started more than {MAX_PROCESSES} processes: killing the kernel" in log
+    for student in ("solved", "snoop", "hides_errors"):
+        if student in graded["rows"]:  # the others stayed well below the limits
+            log = (graded["p"]["out"] / "logs" / student / f"{NB}.log").read_text()
+            peak = int(re.search(r"watchdog: at most (\d+) processes", log).group(1))
+            assert 1 <= peak <= 8, (student, peak)
 
 
 # --------------------------------------------------------------------------- no leaks
@@ -491,3 +582,22 @@ def test_notebook_wall_clock_limit(graded, tmp_path):
     assert main([*args, "--cell-timeout", "60", "--notebook-timeout", "12"]) == 0
     (row,) = read_csv(p["out"] / "grades.csv")
     assert row["status"] == "ungradable" and "longer than the 12 s limit" in row["reason"]
+
+
+def test_kernel_transport_falls_back_to_tcp_with_a_log_line(monkeypatch):
+    """ipc sockets: the sandbox gets no network; where ipc is impossible, TCP and a shared network, said."""
+    import sys
+
+    from dpolab.autograde import runner, sandbox, worker
+
+    args = (sys.executable, Path("/w"), Path("/nb"), Path("/rt"), [])
+    argv = sandbox.bwrap_argv(*args, ipc_dir=Path("/rt/ipc"))
+    assert "--share-net" not in argv and argv[argv.index("/rt/ipc") - 1] == "--bind"
+    c = worker.config({"unit": "/u", "fixtures": "", "ipc_dir": "/rt/ipc"}, worker.Limits())
+    assert c.KernelManager.transport == "ipc" and c.KernelManager.ip == "/rt/ipc/k"
+
+    monkeypatch.setattr(runner, "ipc_unavailable", lambda use_bwrap: "pyzmq has no ipc transport here")
+    transport, line = runner.resolve_transport(True)
+    assert transport == "tcp" and "no ipc transport" in line and "network is shared" in line
+    assert "--share-net" in sandbox.bwrap_argv(*args, ipc_dir=None)
+    assert worker.ipc_folder({"unit": "/u", "transport": "tcp"}) is None

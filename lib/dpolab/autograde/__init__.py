@@ -5,7 +5,8 @@ One idea per module:
 
 ``inputs``         find the submissions (nbgrader layout, flat LMS folders, zips) and check each file
 ``course``         the grader's course: the release and its gradebook, generated once from ``solutions/``
-``sandbox``        the student's kernel: resource limits (prlimit) and file isolation (bubblewrap)
+``sandbox``        the student's kernel: resource limits (prlimit), file and network isolation (bubblewrap)
+``watchdog``       the kernel's process tree watched from the worker: killed past the process or memory limit
 ``preprocessors``  output size caps, tracebacks of hidden tests removed from feedback
 ``worker``         one notebook of one student, graded in its own scratch course (a subprocess)
 ``gradebook``      the per-notebook results merged into one gradebook by one writer
@@ -20,12 +21,18 @@ One idea per module:
 # per-cell timeout and per-notebook wall-clock limit, the memory and file-size limits, output caps,
 # ungradable rows with reasons, hidden tests and their traceback lines out of the feedback, parallel
 # workers merged by one writer, re-grading only what changed, bubblewrap isolation of the kernel.
+# Sandbox hardening: the kernel speaks ZeroMQ over ipc sockets (a folder bound into the sandbox),
+# so bubblewrap runs without --share-net (no loopback to the grader, no DNS); TCP with the network
+# shared is the logged fallback where ipc or a network namespace is impossible. The worker's
+# watchdog kills the kernel's tree past Limits.max_processes processes or memory_mb of resident
+# memory (RSS, confirmed with PSS); prlimit --nproc is a backstop only for a non-root grader (root
+# is exempt from RLIMIT_NPROC). benchmarks/bench_grading.py grades the full assignment (4 notebooks).
 # Left:
-# - part B: hidden tests still compare with dpolab's reference inside the student's kernel
-#   (tests/test_grade_cli.py::test_monkeypatching_earns_nothing is xfail strict). The kernel's
-#   environment no longer holds the reference under bubblewrap (the student package is mounted over
-#   its dpolab); without bubblewrap `--kernel-python` must name an environment with the student package.
-# - the sandbox shares the network (the kernel speaks TCP on loopback); an ipc transport
-#   (jupyter_client `transport="ipc"`, sockets in the runtime folder) would allow --unshare-net.
-# - no limit on the number of processes (only a PID namespace) and none on resident memory
-#   (RLIMIT_AS only; cgroups would need a delegated cgroup or systemd-run).
+# - part B: hidden tests still compare with dpolab's reference inside the student's kernel for all
+#   but the grade cells converted to records (dpolab.autograde.records), and the kernel's
+#   environment holds the reference (tests/test_grade_cli.py::test_monkeypatching_earns_nothing is
+#   xfail strict). `--kernel-python` already lets the kernel run in another environment.
+# - no CPU share (cgroups would need a delegated cgroup or systemd-run); the sandbox's in-memory
+#   /tmp and its work folder are limited per file (RLIMIT_FSIZE), not in total (bwrap >= 0.7 has
+#   --size for the tmpfs).
+# - the 40-student benchmark figures (to be run on an idle machine).

@@ -38,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-timeout", type=int, default=d.cell_timeout, help="seconds per cell")
     p.add_argument("--notebook-timeout", type=int, default=d.notebook_timeout, help="seconds per notebook")
     p.add_argument("--memory-mb", type=int, default=d.memory_mb, help="address-space limit of the kernel")
+    p.add_argument("--max-processes", type=int, default=d.max_processes,
+                   help="processes in the kernel's tree before the watchdog kills it")  # fmt: skip
     p.add_argument("--output-chars", type=int, default=d.output_chars, help="characters kept per output")
     p.add_argument("--threads", type=int, help="torch/BLAS threads per kernel (default: cores // jobs)")
     p.add_argument("--no-progress", action="store_true")
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         notebook_timeout=args.notebook_timeout,
         memory_mb=args.memory_mb,
         output_chars=args.output_chars,
+        max_processes=args.max_processes,
         threads=args.threads or max(1, (os.cpu_count() or 1) // jobs),
     )
     results = run(

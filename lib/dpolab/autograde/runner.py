@@ -29,7 +29,7 @@ from .course import GraderCourse, nbgrader_env, prepare_course
 from .gradebook import ensure_gradebook, merge_student
 from .inputs import Submission, find_submissions, match_notebooks
 from .reports import write_reports
-from .sandbox import Limits, bwrap_available, has_reference
+from .sandbox import Limits, bwrap_available, has_reference, ipc_unavailable
 
 log = logging.getLogger("dpolab.grade")
 VERSION = "1"
@@ -96,6 +96,15 @@ def kernel_package(opts: Options, use_bwrap: bool) -> tuple[Path | None, str]:
     return None, f"kernel package: {opts.kernel_python}'s dpolab (no reference found in it)"
 
 
+def resolve_transport(use_bwrap: bool) -> tuple[str, str]:
+    """(the kernel's transport, a line for the log): ``ipc`` lets the sandbox have no network."""
+    why_not = ipc_unavailable(use_bwrap)
+    if why_not is None:
+        net = "no network in the sandbox" if use_bwrap else "the network is not cut (no sandbox)"
+        return "ipc", f"kernel transport: ipc sockets; {net}"
+    return "tcp", f"kernel transport: tcp on loopback ({why_not}); the kernel's network is shared"
+
+
 def run_unit(
     unit: Unit,
     opts: Options,
@@ -103,6 +112,7 @@ def run_unit(
     use_bwrap: bool,
     scratch: Path,
     student_package: Path | None = None,
+    transport: str = "tcp",
 ) -> dict:
     """Grade one notebook of one student in a worker process; never raises."""
     folder = Path(tempfile.mkdtemp(prefix=f"{unit.student_id}-{unit.notebook}-", dir=scratch))
@@ -118,6 +128,7 @@ def run_unit(
         "kernel_python": opts.kernel_python,
         "sandbox": use_bwrap,
         "student_package": str(student_package) if student_package else None,
+        "transport": transport,
         "forbidden": [str(Path(p).resolve()) for p in forbidden],
         "limits": asdict(opts.limits),
     }
@@ -209,11 +220,11 @@ def _run(opts: Options) -> list[dict]:
     out = opts.out
     course = prepare_course(opts.solutions, opts.assignment, out / ".grader")
     use_bwrap, isolation = resolve_sandbox(opts.sandbox)
-    log.info("%s", isolation)
-    print(isolation, file=sys.stderr)
     student_package, package_line = kernel_package(opts, use_bwrap)
-    log.log(logging.WARNING if package_line.startswith("WARNING") else logging.INFO, "%s", package_line)
-    print(package_line, file=sys.stderr)
+    transport, network = resolve_transport(use_bwrap)
+    for line in (isolation, package_line, network):
+        log.log(logging.WARNING if line.startswith("WARNING") else logging.INFO, "%s", line)
+        print(line, file=sys.stderr)
     limits = {k: v for k, v in asdict(opts.limits).items() if k != "threads"}  # --jobs changes no grade
     grader_key = _hash(
         VERSION, course.digest, json.dumps(limits), str(use_bwrap), opts.kernel_python, str(student_package)
@@ -270,7 +281,8 @@ def _run(opts: Options) -> list[dict]:
         bar = tqdm(total=len(units), unit="notebook", disable=not opts.progress, desc="grading")
         with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
             futures = {
-                pool.submit(run_unit, u, opts, course, use_bwrap, scratch, student_package): u for u in units
+                pool.submit(run_unit, u, opts, course, use_bwrap, scratch, student_package, transport): u
+                for u in units
             }
             for future in as_completed(futures):
                 unit = futures[future]

@@ -12,8 +12,16 @@ own ``python3`` kernelspec (found first through ``JUPYTER_PATH``) whose command 
   ``sys.path``) read-only, the connection file, and one empty writable work folder mounted over
   the notebook's folder. The solutions, the gradebook, the other students' submissions, the
   instructor's home and the output folder are simply not there. The kernel runs as uid 65534
-  with no capabilities, in its own PID/IPC/UTS namespaces; the environment is cleared. The
-  network is shared (the kernel talks to nbgrader over loopback TCP).
+  with no capabilities, in its own PID/IPC/UTS namespaces; the environment is cleared.
+- No network: the kernel talks to nbgrader over ZeroMQ ``ipc`` sockets (Unix sockets in one
+  folder bound writable into the sandbox, :func:`network_argv`), so the sandbox has its own
+  network namespace with only a loopback interface: no connection to the grader's ports, to
+  the machine's network or to DNS. Where that is impossible (no ``ipc`` in pyzmq, no network
+  namespace), the kernel speaks TCP on loopback with the network shared, and the log says so.
+- Processes and memory: ``prlimit --nproc`` where the grader is not root (root is exempt from
+  it), and, whatever the user, the worker's watchdog (:mod:`dpolab.autograde.watchdog`) that
+  kills the kernel's whole process tree past ``max_processes`` processes or ``memory_mb`` of
+  resident memory (summed over the tree: a forked child has its own address-space limit).
 
 ``KERNEL_PYTHON`` is configurable (``--kernel-python``): the student's kernel can run in another
 environment than the grader's. Inside bubblewrap the kernel never sees the reference: the
@@ -45,6 +53,7 @@ class Limits:
     file_mb: int = 100  # largest file the kernel may write
     output_chars: int = 20_000  # per output in the graded notebook and the feedback
     threads: int = 1  # OMP/MKL threads in the kernel (jobs x threads <= cores)
+    max_processes: int = 64  # processes in the kernel's tree (the watchdog; bwrap's own included)
 
 
 @functools.cache
@@ -113,6 +122,49 @@ def student_overlay(python: str, student_package: Path | None) -> list[str]:
     return argv
 
 
+def ipc_unavailable(sandbox: bool) -> str | None:
+    """Why the kernel cannot talk over ``ipc`` sockets without a network, or None when it can."""
+    try:
+        import zmq
+    except ImportError as err:  # pragma: no cover
+        return str(err)
+    if not zmq.has("ipc"):
+        return "pyzmq has no ipc transport here"
+    if sandbox:
+        probe = subprocess.run(
+            ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--uid", "65534", "true"],
+            capture_output=True,
+            text=True,
+        )
+        if probe.returncode != 0:
+            return f"bwrap cannot create a network namespace here: {probe.stderr.strip()[:200]}"
+    return None
+
+
+def network_argv(ipc_dir: Path | None) -> list[str]:
+    """bwrap's network: none, with the folder of the ipc sockets bound writable (same path inside);
+    shared when there is no ipc folder (the kernel then speaks TCP on loopback)."""
+    if ipc_dir is None:
+        return ["--share-net"]
+    return ["--bind", str(ipc_dir), str(ipc_dir)]
+
+
+def limit_argv(limits: Limits) -> list[str]:
+    """``prlimit``: address space, file size, no core dumps; processes where the grader is not root.
+
+    ``RLIMIT_NPROC`` counts every task (threads included) of the real user, and root is exempt
+    from it: it is a backstop against a fork bomb outrunning the watchdog's poll, set well above
+    what the user runs now. The precise limit (``max_processes``) is the watchdog's."""
+    if not shutil.which("prlimit"):  # util-linux; without it the kernel runs without rlimits
+        return []
+    argv = ["prlimit", f"--as={limits.memory_mb * 2**20}", f"--fsize={limits.file_mb * 2**20}", "--core=0"]
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        from .watchdog import user_tasks
+
+        argv.append(f"--nproc={user_tasks() + 16 * limits.max_processes}")
+    return argv + ["--"]
+
+
 def bwrap_argv(
     python: str,
     work: Path,
@@ -120,9 +172,10 @@ def bwrap_argv(
     runtime: Path,
     forbidden: list[Path],
     student_package: Path | None = None,
+    ipc_dir: Path | None = None,
 ) -> list[str]:
     """The bubblewrap command: ``work`` (writable) appears at ``notebook_dir``, nothing else of ours."""
-    argv = ["bwrap", "--unshare-all", "--share-net", "--die-with-parent", "--new-session"]
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
     for d in SYSTEM_DIRS:
         argv += ["--ro-bind-try", d, d]
     for link, target in SYSTEM_LINKS.items():
@@ -136,6 +189,7 @@ def bwrap_argv(
         argv += ["--ro-bind", p, p]
     argv += student_overlay(python, student_package)
     argv += ["--ro-bind", str(runtime), str(runtime)]
+    argv += network_argv(ipc_dir)
     argv += ["--bind", str(work), str(notebook_dir), "--chdir", str(notebook_dir)]
     argv += ["--uid", "65534", "--gid", "65534", "--cap-drop", "ALL", "--clearenv"]
     return argv
@@ -170,24 +224,19 @@ def write_kernelspec(
     runtime: Path,
     forbidden: list[Path],
     student_package: Path | None = None,
+    ipc_dir: Path | None = None,
 ) -> list[str]:
-    """Write ``jupyter_dir/kernels/python3/kernel.json``; return its command (for the log)."""
-    argv = []
-    if shutil.which("prlimit"):  # util-linux; without it the kernel runs without resource limits
-        argv += [
-            "prlimit",
-            f"--as={limits.memory_mb * 2**20}",
-            f"--fsize={limits.file_mb * 2**20}",
-            "--core=0",
-            "--",
-        ]
+    """Write ``jupyter_dir/kernels/python3/kernel.json``; return its command (for the log).
+
+    ``ipc_dir``: the kernel's sockets are there (no network in the sandbox); None: TCP."""
+    argv = limit_argv(limits)
     env = kernel_env(limits, work if not sandbox else notebook_dir)
     if not sandbox and shutil.which("setpriv"):
         # jupyter_client starts kernels in their own session: when the runner kills a worker at
         # the notebook's wall-clock limit, its kernel must die too (bwrap does this itself).
         argv += ["setpriv", "--pdeathsig", "KILL", "--"]
     if sandbox:
-        argv += bwrap_argv(python, work, notebook_dir, runtime, forbidden, student_package)
+        argv += bwrap_argv(python, work, notebook_dir, runtime, forbidden, student_package, ipc_dir)
         for key, value in env.items():  # --clearenv: the sandbox sees only these
             argv += ["--setenv", key, value]
     argv += [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]

@@ -7,7 +7,11 @@ solutions are never there) and this one submitted notebook. nbgrader's ``autogra
 ``OverwriteCells.add_missing_cells`` (deleted grade cells come back from the gradebook, edited
 ones are restored by checksum), a per-cell timeout and the output cap; ``generate_feedback``
 runs with hidden tests and their traceback lines removed. The runner kills this process (and
-the kernel with it) when the notebook's wall-clock limit passes.
+the kernel with it) when the notebook's wall-clock limit passes; while the kernel runs, this
+process's watchdog kills it past the process or memory limit.
+
+The kernel's transport (``spec["transport"]``): ``ipc`` (ZeroMQ over Unix sockets in a folder
+bound into the sandbox, which then has no network) or ``tcp`` on loopback (network shared).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import traceback
 from pathlib import Path
 
 from .sandbox import Limits, write_kernelspec
+from .watchdog import Watchdog, become_subreaper
+
+SOCKET_PATH_MAX = 100  # a Unix socket's path: 107 bytes on Linux; "-NNNNN" follows the prefix
 
 REASONS = [
     # (pattern in nbgrader's log, reason in plain words); the first that matches wins
@@ -68,6 +75,9 @@ def config(spec: dict, limits: Limits):
     c.OverwriteCells.add_missing_cells = True
     c.LimitOutputSize.max_chars = limits.output_chars
     c.JudgeRecords.fixtures = spec["fixtures"]
+    if spec.get("ipc_dir"):  # nbclient's kernel manager: sockets there, not TCP ports
+        c.KernelManager.transport = "ipc"
+        c.KernelManager.ip = str(Path(spec["ipc_dir"]) / "k")
     # nbgrader's own pipeline; the hidden tests judged and the output cap right after execution
     c.Autograde.autograde_preprocessors = [
         Execute,
@@ -107,6 +117,7 @@ def setup(spec: dict, limits: Limits) -> Path:
     for d in (work, runtime):
         d.mkdir(exist_ok=True)
     os.chmod(work, 0o777)  # the kernel's (sandboxed) user writes here
+    spec["ipc_dir"] = ipc_folder(spec)
     argv = write_kernelspec(
         unit / "jupyter",
         python=spec["kernel_python"],
@@ -117,6 +128,7 @@ def setup(spec: dict, limits: Limits) -> Path:
         runtime=runtime,
         forbidden=[Path(p) for p in spec["forbidden"]],
         student_package=Path(spec["student_package"]) if spec.get("student_package") else None,
+        ipc_dir=Path(spec["ipc_dir"]) if spec["ipc_dir"] else None,
     )
     os.environ["JUPYTER_PATH"] = str(unit / "jupyter")
     os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)
@@ -124,6 +136,25 @@ def setup(spec: dict, limits: Limits) -> Path:
     os.environ["JUPYTER_DATA_DIR"] = str(unit / "jupyter-data")
     print("kernel:", " ".join(argv), flush=True)
     return work
+
+
+def ipc_folder(spec: dict) -> str | None:
+    """The folder of the kernel's ipc sockets (the unit's ``runtime/ipc``, or a shorter one under
+    /tmp when that path is too long for a Unix socket); None: the kernel speaks TCP."""
+    if spec.get("transport", "tcp") != "ipc":
+        return None
+    folder = Path(spec["unit"]) / "runtime" / "ipc"
+    if len(str(folder / "k-65535")) > SOCKET_PATH_MAX:
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="dpolab-ipc-", dir="/tmp"))
+        spec["ipc_cleanup"] = str(folder)
+    if len(str(folder / "k-65535")) > SOCKET_PATH_MAX:  # pragma: no cover
+        print(f"transport: tcp (the socket path {folder} is too long for ipc)", flush=True)
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o777)  # the kernel's (sandboxed) user creates its sockets here
+    return str(folder)
 
 
 def grade(spec: dict) -> dict:
@@ -135,9 +166,20 @@ def grade(spec: dict) -> dict:
     a, sid, nb = spec["assignment"], spec["student_id"], spec["notebook"]
     course = Path(spec["unit"]) / "course"
     api = NbGraderAPI(config=config(spec, limits))
-    result = api.autograde(a, sid, force=True, create=True)
+    become_subreaper()
+    watchdog = Watchdog(limits.max_processes, limits.memory_mb)
+    watchdog.start()
+    try:
+        result = api.autograde(a, sid, force=True, create=True)
+    finally:
+        watchdog.stop()
+        if spec.get("ipc_cleanup"):
+            shutil.rmtree(spec["ipc_cleanup"], ignore_errors=True)
     log = result.get("log", "") + result.get("error", "")
     print(log, flush=True)
+    print(f"watchdog: at most {watchdog.peak_processes} processes, {watchdog.peak_mb:.0f} MB", flush=True)
+    if watchdog.reason:  # the kernel was killed: whatever nbgrader made of it, this is why
+        return {"status": "ungradable", "reason": watchdog.reason, "grades": {}}
     graded = course / "autograded" / sid / a / f"{nb}.ipynb"
     if not result["success"] or not graded.exists():
         return {"status": "ungradable", "reason": explain(log, limits), "grades": {}}
