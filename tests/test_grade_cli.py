@@ -8,9 +8,11 @@ installs it when run as root); without it they are skipped with the reason. The 
 on a loopback port while the class is graded: the ``snoop`` student tries to connect to it (and
 to look up a name in DNS) from its kernel, and must fail.
 
-Part B of issue 9 (not here): hidden tests that compare with expected values prepared outside
-the student's kernel, so that monkeypatching ``torch.allclose`` / builtins or importing the
-reference earns nothing — see ``test_monkeypatching_earns_nothing`` (xfail, strict).
+Part B of issue 9: the hidden tests only record what the student's code returned, and the grader
+judges the records outside the kernel against the solution's (dpolab.autograde.records); the
+kernel imports the student package, which holds no reference. So answers that patch the checks
+(``torch.allclose``, ``math.isclose``, ``abs``, the guard), import the reference or copy its
+source earn nothing: the ``patch_*``, ``imports_reference`` and ``copies_reference`` students.
 """
 
 from __future__ import annotations
@@ -142,6 +144,26 @@ exec("\\n".join(
 """
 
 
+COPY_REFERENCE = """import glob, importlib, inspect, sys
+_places = [f"{root}/dpolab/losses/*.py" for root in sys.path] + [REPO + "/lib/dpolab/losses/*.py"]
+_sources = [open(path).read() for place in _places for path in glob.glob(place)]
+try:
+    _sources.append(inspect.getsource(importlib.import_module("dpolab.losses.dpo")))
+except Exception as err:
+    print("no reference module:", type(err).__name__)
+print(f"found {len(_sources)} reference sources")
+for _src in _sources:
+    exec(_src)
+"""
+
+
+def _patched_answer(*edits) -> str:
+    """Notebook 01's answer cell under code that patches every check a kernel could make."""
+    from test_hidden_tests_catch_mistakes import DPO, NB1, patched
+
+    return patched(NB1, DPO, *edits)
+
+
 def _paths(tmp: Path) -> dict:
     return {
         "class": tmp / "class",
@@ -193,6 +215,9 @@ def build_class(tmp: Path, grader_port: int = 9) -> dict[str, tuple]:
     }
     untouched = nbformat.read(release / name, as_version=4)
 
+    def fresh():  # _edit changes the notebook it is given: each case edits its own copy
+        return nbformat.read(release / name, as_version=4)
+
     # student: (notebook or raw bytes, file name, layout, expected score or None, reason words)
     cases = {
         "solved": (solved(), name, "nbgrader", POINTS, ""),
@@ -234,10 +259,33 @@ def build_class(tmp: Path, grader_port: int = 9) -> dict[str, tuple]:
         # reads, writes and connects (the grader's port, DNS): all denied, full marks
         "snoop": (_with_cell(solved(), targets_line + SNOOP), name, "flat", POINTS, ""),
         # the answer cell executes the solution read from disk: isolated, it finds nothing
-        "reads_solutions": (_edit(untouched, "dpo_loss_answer", steal), name, "flat", 0, ""),
+        "reads_solutions": (_edit(fresh(), "dpo_loss_answer", steal), name, "flat", 0, ""),
     }  # fmt: skip
-    if bwrap_missing:  # without the sandbox these two would read and tamper: not graded here
-        del cases["snoop"], cases["reads_solutions"]
+    # part B: patching the checks earns nothing, whatever the answer (records judged outside)
+    from test_hidden_tests_catch_mistakes import CONSTANT_FORWARD, CONSTANT_LOG_PROBS, FORWARD, LOG_PROBS
+
+    constant = _patched_answer((LOG_PROBS, CONSTANT_LOG_PROBS), (FORWARD, CONSTANT_FORWARD))
+    planted = _patched_answer(PLANTED["dpo_loss_answer"])
+    guard_off = "import sys\nimport dpolab.grading\n\ndpolab.grading.run_own_code = lambda fn, *a, allow=(), **k: fn(*a, **k)\n"
+    cases.update({
+        # constant answers that pass every visible test once abs() and allclose are patched
+        "patch_checks_constant": (_edit(fresh(), "dpo_loss_answer", constant), name, "flat", 0, ""),
+        # the planted bug under the same patches: still loses test_metrics (2 points)
+        "patch_checks_partial": (_edit(fresh(), "dpo_loss_answer", planted), name, "flat", POINTS - 2, ""),
+        # the guard switched off, then the reference imported: not in the student package
+        "imports_reference": (
+            _edit(fresh(), "dpo_loss_answer", guard_off + "from dpolab import DPOLoss  # the reference\n"),
+            name, "flat", 0, "",
+        ),
+        # the reference's source searched for on disk and through inspect, then executed
+        "copies_reference": (
+            _edit(fresh(), "dpo_loss_answer", guard_off + f"REPO = {str(ROOT)!r}\n" + COPY_REFERENCE),
+            name, "flat", 0, "",
+        ),
+    })  # fmt: skip
+    if bwrap_missing:  # without the sandbox these would read, tamper or import: not graded here
+        for student in ("snoop", "reads_solutions", "imports_reference", "copies_reference"):
+            del cases[student]
     expected = {}
     for student, (nb, filename, layout, score, reason) in cases.items():
         data = nb if isinstance(nb, bytes) else nbformat.writes(nb).encode()
@@ -505,16 +553,35 @@ def test_rerun_grades_only_what_changed(graded):
 
 
 # --------------------------------------------------------------------------- part B
-@pytest.mark.xfail(
-    strict=True, reason="part B of issue 9: hidden tests still compare inside the student's kernel"
-)
-def test_monkeypatching_earns_nothing():
-    """TODO(part B): a submission whose answer cell sets ``torch.allclose = lambda *a, **k: True``
-    (or patches ``math.isclose``, builtins, switches off ``dpolab.grading.run_own_code``, or copies
-    ``inspect.getsource(dpolab.DPOLoss)``) must score 0 once hidden tests compare against expected
-    values prepared outside the kernel and the kernel's environment holds no reference. Today such
-    an answer is graded inside the student's process, where it can pass: hence xfail."""
-    raise AssertionError("not yet isolated: the comparison with the reference runs in the student's kernel")
+def test_patching_the_checks_earns_nothing(graded):
+    """Answers that patch ``torch.allclose``, ``math.isclose``, ``torch.testing.assert_close``,
+    ``abs`` and the guard pass every check a kernel could make; the records say otherwise."""
+    rows = graded["rows"]
+    assert rows["patch_checks_constant"]["score"] == "0", rows["patch_checks_constant"]
+    assert rows["patch_checks_partial"]["score"] == str(POINTS - 2), rows["patch_checks_partial"]
+    cells = {r["student_id"]: r for r in read_csv(graded["p"]["out"] / "cells.csv")}
+    assert cells["patch_checks_partial"]["test_metrics"] == "0"
+    feedback = graded["p"]["out"] / "feedback" / "patch_checks_partial"
+    html = "".join(f.read_text() for f in feedback.rglob("*.html"))
+    assert "the hidden tests of this cell failed" in html and "[test_metrics: " in html, (
+        "the feedback must say which hidden check failed"
+    )
+
+
+@pytest.mark.skipif(bool(bwrap_missing), reason=f"needs bubblewrap: {bwrap_missing}")
+def test_the_reference_is_not_in_the_kernel(graded):
+    """Under the sandbox the kernel's dpolab is the student package: nothing to import or copy."""
+    rows = graded["rows"]
+    assert rows["imports_reference"]["score"] == "0", rows["imports_reference"]
+    assert rows["copies_reference"]["score"] == "0", rows["copies_reference"]
+    log = (graded["p"]["out"] / "logs" / "copies_reference" / f"{NB}.log").read_text()
+    assert "found 0 reference sources" in log or "found 0 reference sources" in _feedback_text(
+        graded, "copies_reference"
+    )
+
+
+def _feedback_text(graded, student: str) -> str:
+    return "".join(f.read_text() for f in (graded["p"]["out"] / "feedback" / student).rglob("*.html"))
 
 
 # --------------------------------------------------------------------------- inputs (no kernel)

@@ -7,7 +7,9 @@ One idea per module:
 ``course``         the grader's course: the release and its gradebook, generated once from ``solutions/``
 ``sandbox``        the student's kernel: resource limits (prlimit), file and network isolation (bubblewrap)
 ``watchdog``       the kernel's process tree watched from the worker: killed past the process or memory limit
-``preprocessors``  output size caps, tracebacks of hidden tests removed from feedback
+``records``        what a hidden test observed (Probe, in the kernel) and how the grader judges it
+``fixtures``       the records of the hidden tests on the solutions: the expected values, made once
+``preprocessors``  hidden tests judged after execution, output size caps, hidden tracebacks removed
 ``worker``         one notebook of one student, graded in its own scratch course (a subprocess)
 ``gradebook``      the per-notebook results merged into one gradebook by one writer
 ``reports``        grades.csv, cells.csv
@@ -17,22 +19,15 @@ One idea per module:
                    reference, for students (and, mounted by the sandbox, for the grader's kernel)
 """
 
-# Status (issue 9, part A). Done: the command, layouts and safe zips, restored grade cells, the
-# per-cell timeout and per-notebook wall-clock limit, the memory and file-size limits, output caps,
-# ungradable rows with reasons, hidden tests and their traceback lines out of the feedback, parallel
-# workers merged by one writer, re-grading only what changed, bubblewrap isolation of the kernel.
-# Sandbox hardening: the kernel speaks ZeroMQ over ipc sockets (a folder bound into the sandbox),
-# so bubblewrap runs without --share-net (no loopback to the grader, no DNS); TCP with the network
-# shared is the logged fallback where ipc or a network namespace is impossible. The worker's
-# watchdog kills the kernel's tree past Limits.max_processes processes or memory_mb of resident
-# memory (RSS, confirmed with PSS); prlimit --nproc is a backstop only for a non-root grader (root
-# is exempt from RLIMIT_NPROC). benchmarks/bench_grading.py grades the full assignment (4 notebooks).
-# Left:
-# - part B: hidden tests still compare with dpolab's reference inside the student's kernel for all
-#   but the grade cells converted to records (dpolab.autograde.records), and the kernel's
-#   environment holds the reference (tests/test_grade_cli.py::test_monkeypatching_earns_nothing is
-#   xfail strict). `--kernel-python` already lets the kernel run in another environment.
-# - no CPU share (cgroups would need a delegated cgroup or systemd-run); the sandbox's in-memory
-#   /tmp and its work folder are limited per file (RLIMIT_FSIZE), not in total (bwrap >= 0.7 has
-#   --size for the tmpfs).
-# - the 40-student benchmark figures (to be run on an idle machine).
+# What is in force (issue 9). The command, layouts and safe zips, restored grade cells, the per-cell
+# timeout and per-notebook wall-clock limit, memory and file-size limits, output caps, ungradable
+# rows with reasons, hidden tests and their traceback lines out of the feedback, parallel workers
+# merged by one writer, re-grading only what changed. Hidden tests are judged outside the kernel:
+# they record observations (records), the grader compares them with fixtures made from the
+# solutions (fixtures) after the kernel has returned (preprocessors.JudgeRecords). The kernel runs
+# under bubblewrap with the student package (student_package) mounted over its dpolab, over ipc
+# sockets with no network; the worker's watchdog kills its tree past Limits.max_processes
+# processes or memory_mb of resident memory; prlimit --nproc is a backstop for a non-root grader.
+# Not limited: CPU share (cgroups would need a delegated cgroup or systemd-run); the total size of
+# the sandbox's in-memory /tmp and work folder (limited per file by RLIMIT_FSIZE; bwrap >= 0.7 has
+# --size for the tmpfs).

@@ -18,6 +18,7 @@ from nbconvert.preprocessors import Preprocessor
 from traitlets import Bool, Integer, Unicode
 
 HIDDEN = "### BEGIN HIDDEN TESTS"
+JUDGED = "AssertionError: the hidden tests of this cell failed (checked by the grader):"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -70,8 +71,8 @@ class HideHiddenTracebacks(Preprocessor):
             return cell, resources
         own_frame = f"Cell In[{cell.execution_count}]" if cell.execution_count else None
         for out in cell.get("outputs", []):
-            if out.output_type != "error":
-                continue
+            if out.output_type != "error" or out.traceback[:1] == [JUDGED]:
+                continue  # not an error, or the grader's verdict (JudgeRecords): nothing hidden in it
             kept = []
             for entry in out.traceback:
                 plain = ANSI.sub("", entry)
