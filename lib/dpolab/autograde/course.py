@@ -89,6 +89,15 @@ def _digest(solutions: Path) -> str:
     return h.hexdigest()
 
 
+def _run_module(cwd: Path, failure: str, module: str, *args: str) -> None:
+    """``python -m module args`` in ``cwd`` with this environment; raises with its output if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=nbgrader_env(), capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{failure}:\n{proc.stdout}\n{proc.stderr[-3000:]}")
+
+
 def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCourse:
     """Generate (or reuse) the release and gradebook of ``solutions`` (the source notebooks)."""
     solutions = Path(solutions).resolve()
@@ -106,15 +115,9 @@ def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCours
     (tmp / "nbgrader_config.py").write_text(
         CONFIG.format(root=str(tmp), db_url=f"sqlite:///{tmp / 'gradebook.db'}", assignment=assignment)
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force"],
-        cwd=tmp,
-        env=nbgrader_env(),
-        capture_output=True,
-        text=True,
+    _run_module(
+        tmp, "nbgrader generate_assignment failed", "nbgrader", "generate_assignment", assignment, "--force"
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"nbgrader generate_assignment failed:\n{proc.stdout}\n{proc.stderr}")
     from nbgrader.api import Gradebook
 
     cells = []
@@ -126,21 +129,8 @@ def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCours
             for cell in sorted(notebook.grade_cells, key=lambda g: order.index(g.name)):
                 cells.append({"notebook": notebook.name, "name": cell.name, "points": cell.max_score})
     # What the hidden tests record on the solutions: students' records are judged against these.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dpolab.autograde.fixtures",
-            str(tmp / "source" / assignment),
-            str(tmp / "fixtures.json"),
-        ],
-        cwd=tmp,
-        env=nbgrader_env(),
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"the hidden tests failed on the solutions:\n{proc.stdout}\n{proc.stderr[-3000:]}")
+    fixtures = ("dpolab.autograde.fixtures", str(tmp / "source" / assignment), str(tmp / "fixtures.json"))
+    _run_module(tmp, "the hidden tests failed on the solutions", *fixtures)
     (tmp / "grade_cells.json").write_text(json.dumps(cells, indent=1))
     # The grader's course never holds the solutions: only the gradebook and the release.
     shutil.rmtree(tmp / "source")
