@@ -1,7 +1,7 @@
 """Benchmark: ``dpolab-grade`` on a generated class of the full assignment, ``--jobs 1`` against ``--jobs 2``.
 
 The class (default 40 students) submits every notebook of ``solutions/lab_3_1_5_dpo`` (four
-notebooks, 43 points). Students rotate through correct, partial, hostile, correct, correct
+notebooks, 40 points). Students rotate through correct, partial, hostile, correct, correct
 (60 % correct, 20 % partly correct with one planted bug per notebook, 20 % hostile); the
 hostile ones take turns through eight attacks, each put in every notebook: an infinite loop,
 a loop that swallows ``KeyboardInterrupt``, ``os._exit(1)``, a memory bomb, 50 MB printed, a

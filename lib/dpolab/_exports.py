@@ -6,11 +6,12 @@ graded-course package that students install (``dpolab-graded-course``, see
 (``make lab``, Colab, Binder) keeps the full package.
 
 ``dpolab`` and its subpackages re-export public names through :func:`export`: a name whose
-module is absent is not bound, and asking for it raises an :class:`AttributeError` that says
-why (``dpolab.DPOLoss`` -> "DPOLoss is an exercise of notebook 01_dpo_loss: ..."). That error is
-an :class:`ImportError` (:class:`ReferenceNotIncludedError`), not an ``AttributeError``:
-``from dpolab import DPOLoss`` shows its message only then (Python replaces an
-``AttributeError`` of a ``from`` import by its own generic one).
+module is absent is not bound, and asking for it raises :class:`ReferenceNotIncludedError`,
+which says why (``dpolab.DPOLoss`` -> "DPOLoss is an exercise of notebook 01_dpo_loss: ...").
+It is an :class:`ImportError`, not an ``AttributeError``: ``from dpolab import DPOLoss`` shows
+its message only then (Python replaces an ``AttributeError`` of a ``from`` import by its own
+generic one). So ``hasattr(dpolab, name)`` raises there too: to ask whether the package holds
+a name, test ``name in dpolab.__all__`` (absent names are left out of it).
 """
 
 from __future__ import annotations

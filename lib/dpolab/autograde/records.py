@@ -82,7 +82,7 @@ def _num(x: float | int) -> Any:
 
 
 def _float(x: Any) -> float:
-    return float(x) if not isinstance(x, str) else float(x)  # "nan", "inf", "-inf" parse
+    return float(x)  # numbers, and the strings "nan", "inf", "-inf" that _num wrote
 
 
 # ------------------------------------------------------------------------------ the probe
