@@ -23,7 +23,6 @@ asserts switched off, to check that the records alone catch every mistake.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import math
 import re
 import sys
@@ -39,11 +38,10 @@ from test_hidden_tests_catch_mistakes import (
     body,
     case,
     failing_cells,
-    fixtures,
+    hidden_only,
     load,
     mutate,
     report,
-    run_cells,
 )
 
 NB4 = "04_train_with_dpo"
@@ -168,55 +166,14 @@ def test_mistake_is_caught_by_its_own_cells(mistake: Case):
     )
 
 
-def hidden_verdicts(name: str, replace: dict[str, str] | None = None) -> dict[str, str]:
-    """Like ``failing_cells``, but a grade cell's visible asserts decide nothing: each grade cell's
-    visible part runs with its errors ignored, then its hidden block (which may still raise), and the
-    records are judged. So this shows what the hidden tests alone catch."""
-    from dpolab.autograde.records import judge
-
-    nb = load(name)
-    hidden = "### BEGIN HIDDEN TESTS"
-    swallowed = {}
-    for cell in nb.tests:
-        visible, rest = cell.source.split(hidden, 1)
-        swallowed[cell.grade_id] = (
-            "try:\n    exec(compile(" + repr(visible) + ", '<visible>', 'exec'), globals())\n"
-            "except Exception:\n    pass\n" + hidden + rest
-        )
-    want = fixtures(name)
-    failures, records = run_cells_with_tests(name, replace or {}, swallowed)
-    for grade_id, fixture in want.items():
-        if grade_id not in failures:
-            wrong = judge(records.get(grade_id), fixture)
-            if wrong:
-                failures[grade_id] = "hidden test failed: " + wrong[0]
-    return failures
-
-
-def run_cells_with_tests(name: str, replace: dict[str, str], tests: dict[str, str]):
-    """``run_cells`` with the grade cells' sources replaced too (``tests``)."""
-    nb = load(name)
-    patched = dataclasses.replace(
-        nb,
-        tests=tuple(dataclasses.replace(c, source=tests.get(c.grade_id, c.source)) for c in nb.tests),
-        order=tuple(
-            dataclasses.replace(c, source=tests[c.grade_id]) if c.grade_id in tests else c for c in nb.order
-        ),
-    )
-    original = load.__wrapped__  # run_cells reads the notebook through the cached load()
-    harness = sys.modules[run_cells.__module__]
-    harness.load = lambda n: patched if n == name else original(n)
-    try:
-        return run_cells(name, replace)
-    finally:
-        harness.load = load
-
-
 @pytest.mark.parametrize("mistake", MISTAKES)
-def test_mistake_is_caught_by_the_hidden_records_alone(mistake: Case):
+def test_mistake_is_caught_by_the_hidden_records_alone(mistake: Case, monkeypatch):
     """What the visible asserts catch, the records catch too (a student can switch the asserts off)."""
     edited = mutate(mistake.notebook, mistake.answer, (mistake.old, mistake.new), *mistake.edits)
-    failures = hidden_verdicts(mistake.notebook, edited)
+    stripped = hidden_only(load(NB4))
+    harness = sys.modules[failing_cells.__module__]  # failing_cells reads the notebook through its load()
+    monkeypatch.setattr(harness, "load", lambda name, _load=load: stripped if name == NB4 else _load(name))
+    failures = failing_cells(mistake.notebook, edited)
     assert set(failures) == mistake.fails, (
         f"{mistake.name}: expected exactly {sorted(mistake.fails)} to fail, got:\n{report(failures)}"
     )
@@ -353,26 +310,6 @@ _PATCHED = [(torch, "allclose"), (math, "isclose"), (torch.testing, "assert_clos
 _ORIGINALS = [getattr(owner, attr) for owner, attr in _PATCHED]
 
 
-def failing_cells_unpatched(name: str, replace: dict[str, str]) -> dict[str, str]:
-    """``failing_cells``, but whatever the answers patch (``_PATCHED``) is restored before the records
-    are judged, as it is when the grader judges them in its own process."""
-    from dpolab.autograde.records import judge
-
-    want = fixtures(name)  # made before anything is patched
-    saved = [(owner, attr, getattr(owner, attr)) for owner, attr in _PATCHED]
-    try:
-        failures, records = run_cells(name, replace)
-    finally:
-        for owner, attr, value in saved:
-            setattr(owner, attr, value)
-    for grade_id, fixture in want.items():
-        if grade_id not in failures:
-            wrong = judge(records.get(grade_id), fixture)
-            if wrong:
-                failures[grade_id] = "hidden test failed: " + wrong[0]
-    return failures
-
-
 PATCH_CASES = [
     pytest.param({CONCAT: PATCHES + FAKE_CONCAT}, {T_CONCAT}, id="04-patched-checks-no-concatenated_logps"),
     pytest.param({STEP: PATCHES + FAKE_STEP}, LOSS_CELLS, id="04-patched-checks-no-dpo_train_step"),
@@ -392,7 +329,7 @@ PATCH_CASES = [
 
 @pytest.mark.parametrize(("replace", "fails"), PATCH_CASES)
 def test_patching_the_checks_earns_nothing(replace, fails):
-    failures = failing_cells_unpatched(NB4, replace)
+    failures = failing_cells(NB4, replace)  # run_cells puts back what the answers patched
     assert set(failures) == set(fails), report(failures)
     assert [getattr(owner, attr) for owner, attr in _PATCHED] == _ORIGINALS, "the patches leaked out"
     if all(FAKE_CONCAT in v or FAKE_STEP in v for v in replace.values()):

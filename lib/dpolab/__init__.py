@@ -22,23 +22,15 @@ usual, and asking for a reference name (``dpolab.DPOLoss``) raises an ``ImportEr
 names its exercise.
 """
 
+from . import data, training
 from ._exports import absent_getattr, export, public
 
-# module -> public names; a reference module (dpolab._exports.REFERENCE_MODULES) may be absent
+# module -> public names; a reference module (dpolab._exports.REFERENCE_MODULES) may be absent.
+# data and training are always there (only some of their modules may not be): their tables are
+# taken as they are; the losses are all reference, so their package may be absent and its
+# names are listed here.
 _NAMES = {
-    ".data.arithmetic": ["ArithmeticTask"],
-    ".data.batching": [
-        "PreferenceBatch",
-        "PreferenceData",
-        "SequenceBatch",
-        "collate_preferences",
-        "encode_examples",
-        "encode_pairs",
-        "pad_sequences",
-    ],
-    ".data.jsonl": ["load_jsonl", "save_jsonl"],
-    ".data.preferences": ["PreferenceDatasetGenerator", "PreferencePair"],  # reference
-    ".data.tokenizer": ["CharTokenizer"],
+    **{".data" + module: names for module, names in data._NAMES.items()},
     ".device": ["get_device"],
     ".losses": [  # reference
         "DPOLoss",
@@ -60,19 +52,7 @@ _NAMES = {
         "simpo_loss",
         "token_logps",
     ],
-    ".training.evaluation": ["PreferenceRun", "evaluate_policy", "reward_accuracy", "run_preference"],  # ref.
-    ".training.generation": ["complete", "generate"],
-    ".training.kl": ["kl_to_reference"],
-    ".training.model": ["GPTConfig", "TinyGPT"],
-    ".training.preference": [  # reference
-        "concatenated_logps",
-        "dpo_train_step",
-        "precompute_reference_logps",
-        "preference_loss",
-        "train_preference",
-    ],
-    ".training.recipe": ["DEFAULT_BETA", "LAB_RECIPE", "Recipe", "lab_recipe", "quick_mode", "run_sft"],
-    ".training.sft": ["cosine_lr", "train_sft"],
+    **{".training" + module: names for module, names in training._NAMES.items()},
 }
 _absent = export(globals(), _NAMES)
 __getattr__ = absent_getattr(__name__, _absent)
