@@ -28,6 +28,8 @@ REFERENCE_MODULES: dict[str, str] = {
     "dpolab.training.preference": "concatenated_logps and dpo_train_step (notebook 04), the training loop",
     "dpolab.training.evaluation": "reward accuracy and the results table (they call concatenated_logps)",
     "dpolab.training.hf": "the Hugging Face bridge of notebook 04 (it trains with the reference)",
+    "dpolab.training.trl_dpo": "dpolab-train's TRL DPOTrainer run (built on the Hugging Face bridge)",
+    "dpolab.training.cli": "the dpolab-train command (it runs dpolab.training.trl_dpo)",
 }
 
 #: Every exercise (a name defined in a solution block) and its notebook.
