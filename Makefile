@@ -13,11 +13,15 @@ lab:
 	VENV=$(VENV) scripts/setup.sh lab
 	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG)
 
+# Two pytest workers, each taking whole test files (a file's fixtures are built once): most
+# tests run one kernel at a time, so two keep a 2-core machine busy. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
+
 test:
 	VENV=$(VENV) scripts/setup.sh test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint format:
 	$(BIN)/ruff check --fix .

@@ -15,6 +15,21 @@ timings. Run it on an otherwise idle machine; the load average is printed with t
 
     python benchmarks/bench_grading.py                  # 40 students, the full assignment
     python benchmarks/bench_grading.py --students 5     # a quick check (one of each kind)
+    python benchmarks/bench_grading.py --shards 2       # one run against 2 shards + merge (below)
+
+``--shards N`` measures the cluster recipe instead (deploy/, ``dpolab-grade --shard``): the class
+graded in one run with ``--jobs N`` and as N shards run at the same time, each ``--jobs 1`` (the
+same cores), then ``dpolab-grade merge``; it prints the wall time and seconds per submission of
+both, whether the merge equals the one run, and a table of the time a class of 1,000 students
+takes on M machines of C cores, from the measured core-seconds per submission:
+
+    T(M, C) = course + ceil_M x t / C + merge(1000)
+
+``t`` = the one run's wall time x N / students (core-seconds per submission, --jobs N on N cores);
+``ceil_M`` = the largest of the M shards of 1,000 ids ``s0000``..``s0999`` (sha256 does not split
+them exactly evenly); ``course`` = the grader's course build, once per machine, in parallel;
+``merge(1000)`` = the measured merge seconds per student x 1,000. It assumes the per-core speed
+holds at C cores (1.90x measured at 2) and that every machine reads the class from shared storage.
 """
 
 from __future__ import annotations
@@ -106,6 +121,93 @@ def grade(submissions: Path, out: Path, solutions: Path, jobs: int, extra: list[
     return time.perf_counter() - start
 
 
+def grade_processes(runs: list[list[str]]) -> list[float]:
+    """Start every ``dpolab-grade`` command at once (as a job array would); the wall time of each."""
+    import subprocess
+
+    start = time.perf_counter()
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for cmd in runs]
+    walls: dict[int, float] = {}
+    while len(walls) < len(procs):
+        for i, proc in enumerate(procs):
+            if i not in walls and proc.poll() is not None:
+                assert proc.returncode == 0, f"{' '.join(runs[i])} failed ({proc.returncode})"
+                walls[i] = time.perf_counter() - start
+        time.sleep(0.5)
+    return [walls[i] for i in range(len(procs))]
+
+
+def sharded(args, tmp: Path, solutions: Path, kinds: dict, extra: list[str], prepared: float) -> None:
+    """One run with --jobs N against N concurrent shards of --jobs 1, the merge, the 1,000-student table."""
+    from dpolab.autograde.shards import merge, shard_of
+
+    n, students = args.shards, args.students
+    grade_bin = str(Path(sys.executable).parent / "dpolab-grade")
+    base = [str(tmp / "class"), "--solutions", str(solutions), *extra]
+    outs = [tmp / f"shard-{k}" for k in range(1, n + 1)]
+    threads = str(max(1, (os.cpu_count() or 1) // n))  # as the one run gives each of its n kernels
+    for out in outs:
+        shutil.copytree(tmp / "out1" / ".grader", out / ".grader")
+    before = load()
+    (one,) = grade_processes([[grade_bin, *base, "--out", str(tmp / "out1"), "--jobs", str(n)]])
+    load_one = (before, load())
+    before = load()
+    shard_walls = grade_processes(
+        [
+            [grade_bin, *base, "--out", str(out), "--jobs", "1", "--threads", threads, "--shard", f"{k}/{n}"]
+            for k, out in enumerate(outs, 1)
+        ]
+    )
+    shards = max(shard_walls)
+    load_shards = (before, load())
+    start = time.perf_counter()
+    merge(outs, tmp / "merged")
+    merged_s = time.perf_counter() - start
+    same = all(
+        (tmp / "merged" / f).read_text() == (tmp / "out1" / f).read_text()
+        for f in ("grades.csv", "cells.csv")
+    )
+    sizes = [sum(shard_of(s, n) == k for s in kinds) for k in range(1, n + 1)]
+    hostile = [sum(shard_of(s, n) == k and kind.startswith("hostile") for s, kind in kinds.items())
+               for k in range(1, n + 1)]  # fmt: skip
+
+    per_core = one * n / students  # core-seconds per submission
+    merge_per_student = merged_s / students
+    print()
+    print("=" * 78)
+    print(f"dpolab-grade: one run against {n} shards (the cluster recipe)")
+    print(
+        f"class: {students} students x {args.n_nb} notebooks; {os.cpu_count()} CPUs; "
+        f"cell timeout {args.cell_timeout} s"
+    )
+    print(f"grader's course built once in {prepared:.0f} s (not timed; each shard machine builds its own)")
+    print(f"one run, --jobs {n}:            {one:7.1f} s   {one / students:6.2f} s per submission   "
+          f"(load before: {load_one[0]}; after: {load_one[1]})")  # fmt: skip
+    print(f"{n} shards at once, --jobs 1:   {shards:7.1f} s   {shards / students:6.2f} s per submission   "
+          f"shard sizes {sizes} (hostile {hostile}), each shard's wall time {[round(w) for w in shard_walls]} s   "
+          f"(load before: {load_shards[0]}; after: {load_shards[1]})")  # fmt: skip
+    print(
+        f"merge: {merged_s:.1f} s ({merge_per_student:.2f} s per student); "
+        f"merged == one run: {'yes' if same else 'NO'}"
+    )
+    print(f"measured: t = {per_core:.1f} core-seconds per submission")
+    print()
+    print("A class of 1,000 students on M machines of C cores: T = course + ceil_M x t / C + merge(1000)")
+    cores = (2, 8, 32)
+    print("| machines M | largest shard | " + " | ".join(f"C = {c}" for c in cores) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in cores) + " |")
+    ids = [f"s{i:04d}" for i in range(1000)]
+    for machines in (1, 2, 4, 8, 16):
+        largest = max(sum(shard_of(s, machines) == k for s in ids) for k in range(1, machines + 1))
+        cells = [prepared + largest * per_core / c + merge_per_student * 1000 for c in cores]
+        print(f"| {machines} | {largest} | " + " | ".join(_duration(x) for x in cells) + " |")
+    print("=" * 78)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
 def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -121,6 +223,9 @@ def main() -> None:
     p.add_argument("--notebooks", nargs="*", help="notebook names without .ipynb (default: all four)")
     p.add_argument("--cell-timeout", type=int, default=30, help="seconds per cell (default 30)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (class and outputs)")
+    p.add_argument("--shards", type=int, default=0,
+                   help="N >= 2: one run (--jobs N) against N concurrent shards (--jobs 1), and the "
+                   "merge")  # fmt: skip
     args = p.parse_args()
     os.environ.setdefault("DPOLAB_DEVICE", "cpu")
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
@@ -147,6 +252,10 @@ def main() -> None:
             k: sum(v.split(":")[0] == k for v in kinds.values()) for k in ("correct", "partial", "hostile")
         }
 
+        if args.shards >= 2:
+            args.n_nb = n_nb
+            sharded(args, tmp, solutions, kinds, extra, prepared)
+            return
         seconds = {}
         loads = {}
         for jobs in (1, 2):

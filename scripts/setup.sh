@@ -24,13 +24,16 @@ fi
 # - chromium: tests/test_browser.py drives it through Playwright (whose own browser download
 #   cannot work offline);
 # - bubblewrap: dpolab-grade runs each student's kernel in a bwrap sandbox
-#   (lib/dpolab/autograde/sandbox.py), and the tests of that isolation need it.
-# Elsewhere install them yourself (apt-get install chromium bubblewrap), or those tests skip
+#   (lib/dpolab/autograde/sandbox.py), and the tests of that isolation need it;
+# - slurm-wlm and munge: tests/test_grade_shards.py starts a one-node Slurm (no systemd needed)
+#   and submits deploy/slurm/'s job array and merge to it.
+# Elsewhere install them yourself (apt-get install chromium bubblewrap slurm-wlm munge), or those tests skip
 # and say why.
 if [ "$extra" = test ]; then
   missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+  command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 || missing+=(slurm-wlm munge)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \

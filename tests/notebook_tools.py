@@ -29,9 +29,11 @@ def load_script(name: str):
     return module
 
 
-def nbgrader(course: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run nbgrader in ``course`` with this interpreter's environment (alembic on PATH)."""
-    env = dict(os.environ)
+def nbgrader(
+    course: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run nbgrader in ``course`` with this interpreter's environment (alembic on PATH), plus ``env``."""
+    env = {**os.environ, **(env or {})}
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["NBGRADER_DB_URL"] = f"sqlite:///{course / 'gradebook.db'}"
     env["DPOLAB_DEVICE"] = "cpu"

@@ -18,13 +18,8 @@ Run alone: ``.venv/bin/python -m pytest tests/test_browser.py -m browser -s``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -32,13 +27,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from lab_tools import chromium, jupyterlab, require_browser, screenshot_folder
 from notebook_tools import ROOT
 
 pytestmark = pytest.mark.browser
 
 SOLUTION_NOTEBOOKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "solutions").glob("*/*.ipynb"))
 STUDENT_NOTEBOOKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "notebooks").glob("*/*.ipynb"))
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 RUN_TIMEOUT = 300  # seconds for one run of a notebook (quick mode)
 
 CELLS_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Cell')).map((c) => ({
@@ -50,94 +45,29 @@ CELLS_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Cell'
 }))"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("DPOLAB_SCREENSHOTS") or tmp_path_factory.mktemp("browser-screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"\nbrowser screenshots: {folder}")
-    return folder
+    return screenshot_folder(tmp_path_factory, "browser-screenshots")
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab on 127.0.0.1 with a token, serving a copy of the course; yields (url, token)."""
-    if not CHROMIUM:
-        pytest.skip(
-            "Debian's chromium is not installed (apt-get install chromium; scripts/setup.sh test does it as root)"
-        )
-    pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[test]')"
-    )
+    """JupyterLab on 127.0.0.1 with a token, serving a copy of the course; yields (url, token, log)."""
+    require_browser()
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "course"
     root.mkdir()
     for name in ("solutions", "notebooks"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     shutil.copy(ROOT / "nbgrader_config.py", root)
-    settings = tmp / "settings" / "@jupyterlab"
-    # every cell in the page (no virtual scrolling), no news or update prompts
-    (settings / "notebook-extension").mkdir(parents=True)
-    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
-    (settings / "apputils-extension").mkdir(parents=True)
-    (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        '{"fetchNews": "false", "checkForUpdates": false}'
-    )
-    token, port = secrets.token_hex(16), _free_port()
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DPOLAB_DEVICE": "cpu",
-        "DPOLAB_QUICK": "1",
-        "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
-        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-    }
-    env.pop("DPOLAB_INSTALL_SOURCE", None)
-    cmd = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-    ]  # fmt: skip
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
-    log = tmp / "jupyterlab.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"JupyterLab did not start:\n{log.read_text()}") from None
-                time.sleep(0.5)
-        yield url, token, log
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with jupyterlab(root, tmp, {"DPOLAB_QUICK": "1"}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def browser(lab):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 def _shutdown_kernels(url: str, token: str) -> None:

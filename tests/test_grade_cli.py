@@ -436,14 +436,14 @@ def test_ungradable_reasons_are_logged(graded):
 
 
 def test_output_is_capped(graded):
-    html = graded["p"]["out"] / "feedback" / "prints_50mb" / f"{NB}.html"
+    html = graded["p"]["out"] / "feedback" / "prints_50mb" / ASSIGNMENT / f"{NB}.html"
     assert html.stat().st_size < 2_000_000
 
 
 # --------------------------------------------------------------------------- isolation
 @pytest.mark.skipif(bool(bwrap_missing), reason=f"no file isolation here: {bwrap_missing}")
 def test_student_code_cannot_reach_files(graded):
-    html = (graded["p"]["out"] / "feedback" / "snoop" / f"{NB}.html").read_text()
+    html = (graded["p"]["out"] / "feedback" / "snoop" / ASSIGNMENT / f"{NB}.html").read_text()
     found = json.loads(re.search(r"SNOOP(\{.*?\})SNOOP", html.replace("&quot;", '"')).group(1))
     # /tmp inside the sandbox is its own (empty, in memory): writing there succeeds and stays there
     assert found.pop("write tmp of the grader") == "DONE"
@@ -455,7 +455,7 @@ def test_student_code_cannot_reach_files(graded):
 @pytest.mark.skipif(bool(bwrap_missing), reason=f"no network isolation here: {bwrap_missing}")
 def test_student_code_has_no_network(graded):
     """The kernel speaks to nbgrader over ipc sockets; its sandbox has no network at all."""
-    html = (graded["p"]["out"] / "feedback" / "snoop" / f"{NB}.html").read_text()
+    html = (graded["p"]["out"] / "feedback" / "snoop" / ASSIGNMENT / f"{NB}.html").read_text()
     found = json.loads(re.search(r"SNOOP(\{.*?\})SNOOP", html.replace("&quot;", '"')).group(1))
     net = {k: v for k, v in found.items() if k.startswith(("connect", "dns"))}
     assert sorted(net) == ["connect DNS server", "connect grader's loopback port", "dns lookup"]
@@ -517,7 +517,7 @@ def test_feedback_shows_no_hidden_test_line(graded):
         leaked = [line for line in hidden if line in text]
         assert not leaked, f"{path}: {leaked[:3]}"
     # a failing test cell that holds hidden tests shows its message and the student's frames, not its lines
-    partial = html_text(graded["p"]["out"] / "feedback" / "partial" / f"{NB}.html")
+    partial = html_text(graded["p"]["out"] / "feedback" / "partial" / ASSIGNMENT / f"{NB}.html")
     assert "AssertionError" in partial and "the lines of the hidden test are not shown" in partial
 
 
@@ -526,7 +526,7 @@ def test_feedback_of_the_release_and_the_release_show_no_solution_line(graded):
     assert solution
     texts = {
         "feedback of the untouched release": html_text(
-            graded["p"]["out"] / "feedback" / "untouched" / f"{NB}.html"
+            graded["p"]["out"] / "feedback" / "untouched" / ASSIGNMENT / f"{NB}.html"
         ),
         "grader's release": (graded["master"].release / f"{NB}.ipynb").read_text(),
     }
@@ -626,14 +626,14 @@ def test_layouts_and_renamed_notebooks(tmp_path):
         nb = nbformat.read(release / f"{n}.ipynb", as_version=4)
         expected[n] = {grading_meta(c)["grade_id"] for c in nb.cells if grading_meta(c)}
     subs = {s.student_id: s for s in find_submissions(tmp_path, ASSIGNMENT)}  # the course root
-    files, problems, notes = match_notebooks(subs["ann"], expected)
-    assert sorted(files) == names and not problems and not notes
-    files, problems, notes = match_notebooks(subs["ben"], expected)
+    files, problems, missing, notes = match_notebooks(subs["ann"], expected)
+    assert sorted(files) == names and not problems and not missing and not notes
+    files, problems, missing, notes = match_notebooks(subs["ben"], expected)
     assert list(files) == [names[0]] and notes == [f"Copy of lab.ipynb graded as {names[0]}.ipynb (renamed)"]
     assert problems == {
-        names[1]: f"{names[1]}.ipynb is empty",
-        **{n: f"{n}.ipynb is missing" for n in names[2:]},
-    }
+        names[1]: f"{names[1]}.ipynb is empty"
+    }  # there, but not gradable: the instructor acts
+    assert missing == names[2:]  # not handed in: 0 points
 
 
 def test_notebook_wall_clock_limit(graded, tmp_path):

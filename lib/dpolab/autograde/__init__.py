@@ -10,10 +10,13 @@ One idea per module:
 ``records``        what a hidden test observed (Probe, in the kernel) and how the grader judges it
 ``fixtures``       the records of the hidden tests on the solutions: the expected values, made once
 ``preprocessors``  hidden tests judged after execution, output size caps, hidden tracebacks removed
+``pipeline``       nbgrader's autograde and feedback pipelines with the judge (dpolab-grade and plain
+                   nbgrader alike: ``use_judge(c)`` in an nbgrader_config.py)
 ``worker``         one notebook of one student, graded in its own scratch course (a subprocess)
 ``gradebook``      the per-notebook results merged into one gradebook by one writer
-``reports``        grades.csv, cells.csv
+``reports``        grades.csv, cells.csv, report.html (``class_report``: the class's figures)
 ``runner``         the plan: what to (re)grade, in parallel, with a wall-clock limit per notebook
+``shards``         ``--shard K/N`` (a stable share of the class by a hash of the id) and ``merge``
 ``cli``            the ``dpolab-grade`` command
 ``student_package`` the ``dpolab-graded-course`` command: release notebooks and a dpolab without the
                    reference, for students (and, mounted by the sandbox, for the grader's kernel)
@@ -31,3 +34,7 @@ One idea per module:
 # Not limited: CPU share (cgroups would need a delegated cgroup or systemd-run); the total size of
 # the sandbox's in-memory /tmp and work folder (limited per file by RLIMIT_FSIZE; bwrap >= 0.7 has
 # --size for the tmpfs).
+# Issue 13: the same judge in plain `nbgrader autograde` and formgrader (pipeline.use_judge in
+# nbgrader_config.py; fixtures made on first use and cached); without it a hidden test fails its
+# cell (records.Probe.send, fail closed). Students missing notebooks are `incomplete`, not
+# `ungradable`; OUT is an nbgrader course folder formgrader opens; report.html (class_report).

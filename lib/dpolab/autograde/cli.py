@@ -1,4 +1,5 @@
-"""``dpolab-grade SUBMISSIONS --out OUT [--jobs N] [--force] [--assignment NAME]``."""
+"""``dpolab-grade SUBMISSIONS --out OUT [--jobs N] [--force] [--assignment NAME] [--shard K/N]``,
+and ``dpolab-grade merge OUT_1 ... OUT_N --out OUT`` (the shards of a class, merged: shards.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from .runner import Options, run
+from .runner import Options, count_statuses, run
 from .sandbox import Limits
+from .shards import merge_main, parse_shard
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,10 +45,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output-chars", type=int, default=d.output_chars, help="characters kept per output")
     p.add_argument("--threads", type=int, help="torch/BLAS threads per kernel (default: cores // jobs)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--shard", type=parse_shard, metavar="K/N",
+                   help="grade shard K of N only (a stable share by a hash of the student id); "
+                   "then: dpolab-grade merge OUT_1 ... OUT_N --out OUT")  # fmt: skip
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["merge"]:  # a SUBMISSIONS folder named merge: pass ./merge
+        return merge_main(argv[1:])
     args = parser().parse_args(argv)
     if not args.submissions.is_dir():
         print(f"dpolab-grade: {args.submissions} is not a folder", file=sys.stderr)
@@ -74,12 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             kernel_python=args.kernel_python,
             kernel_package=args.kernel_package,
             progress=not args.no_progress,
+            shard=args.shard,
         )
     )
-    bad = [r for r in results if r["status"] != "graded"]
-    print(
-        f"{len(results)} students: {len(results) - len(bad)} graded, {len(bad)} ungradable -> {args.out}/grades.csv"
-    )
+    print(f"{len(results)} students: {count_statuses(results)} -> {args.out}/grades.csv")
     return 0
 
 

@@ -8,6 +8,10 @@ environment, as a student's notebook is run when it is graded (``NBGRADER_EXECUT
 for every grade cell that sent records. This happens in the grader's own processes, once per
 version of the solutions: no student code runs here, and the fixtures never reach a student's
 kernel (:mod:`dpolab.autograde.records` explains why).
+
+:func:`cached_fixtures` is how plain ``nbgrader autograde`` (and formgrader) gets them: made on
+first use from the course's source notebooks, kept under a hash of those files (a change to the
+solutions makes new ones), one process at a time (a file lock).
 """
 
 from __future__ import annotations
@@ -71,6 +75,34 @@ def build(source: Path, out: Path) -> dict[str, dict[str, list[dict]]]:
     tmp.write_text(json.dumps(fixtures))
     shutil.move(tmp, out)
     return fixtures
+
+
+def default_cache() -> Path:
+    """``$XDG_CACHE_HOME/dpolab/fixtures`` (``~/.cache/dpolab/fixtures``): outside any student's folder."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dpolab" / "fixtures"
+
+
+def cached_fixtures(source: Path, cache: Path | None = None, log=None) -> Path:
+    """The fixtures file of the source notebooks in ``source``, made now if not yet cached."""
+    import fcntl
+
+    from .course import _digest, _run_module
+
+    source = Path(source).resolve()
+    if not any(source.glob("*.ipynb")):
+        raise FileNotFoundError(f"no source notebooks in {source}")
+    cache = Path(cache) if cache else default_cache()
+    cache.mkdir(parents=True, exist_ok=True)
+    digest = _digest(source)[:16]
+    path = cache / f"{source.name}-{digest}.json"
+    with open(cache / f"{source.name}-{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another grader making the same fixtures: wait for it
+        if not path.exists():
+            if log is not None:
+                log.info("dpolab: making the hidden tests' fixtures from %s (once) -> %s", source, path)
+            _run_module(cache, "the hidden tests failed on the solutions", __name__, str(source), str(path))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

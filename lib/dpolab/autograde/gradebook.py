@@ -4,8 +4,8 @@ Every notebook is autograded in its own scratch course with its own copy of the 
 (SQLite allows one writer at a time). The runner's main thread alone merges each finished
 student into ``OUT/gradebook.db`` with nbgrader's Gradebook API: the student's submission is
 found or added (one submission per student, one grade per grade cell), then every
-grade gets the score its worker read back. A notebook that could not be graded gets 0 and
-``needs_manual_grade`` so that formgrader lists it.
+grade gets the score its worker read back. A notebook not handed in gets 0; one that could not
+be graded gets 0 and ``needs_manual_grade`` so that formgrader lists it.
 """
 
 from __future__ import annotations
@@ -19,9 +19,29 @@ from sqlalchemy.exc import SAWarning
 
 
 def ensure_gradebook(path: Path, master: Path) -> None:
-    """Start ``path`` from the grader's gradebook (the assignment and its cells, no student)."""
+    """Start ``path`` from the grader's gradebook (the assignment and its cells, no student), and
+    write the ``nbgrader_config.py`` that lets formgrader open the folder (:data:`FORMGRADER`)."""
     if not path.exists():
         shutil.copy(master, path)
+    config = path.parent / "nbgrader_config.py"
+    if not config.exists() or config.read_text() != FORMGRADER:
+        config.write_text(FORMGRADER)
+
+
+# OUT is an nbgrader course folder for viewing: the gradebook, autograded/ and feedback/ in
+# nbgrader's layout. `jupyter lab` (or a JupyterHub server) started in OUT shows it in formgrader.
+FORMGRADER = """\
+# Written by dpolab-grade: open this folder's grades in nbgrader's formgrader (jupyter lab here).
+# Grading is done by dpolab-grade (sandboxed); formgrader here is for viewing and manual grading.
+import os
+
+c = get_config()  # noqa: F821
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")
+# formgrader lists the assignments of the source folder: the release of the solutions graded against
+with open(os.path.join(c.CourseDirectory.root, ".grader", "current")) as f:
+    c.CourseDirectory.source_directory = os.path.join(".grader", f.read().strip()[:16], "release")
+"""
 
 
 def merge_student(path: Path, assignment: str, student_id: str, notebooks: dict[str, dict]) -> None:
@@ -37,7 +57,7 @@ def merge_student(path: Path, assignment: str, student_id: str, notebooks: dict[
         for notebook in submission.notebooks:
             result = notebooks.get(notebook.name, {"status": "ungradable", "grades": {}})
             for grade in notebook.grades:
-                if result["status"] == "graded":
+                if result["status"] in ("graded", "missing"):  # not handed in: 0, nothing to grade
                     grade.auto_score = result["grades"].get(grade.name, 0)
                     grade.needs_manual_grade = False
                 else:

@@ -166,13 +166,15 @@ def _ids(nb) -> set[str]:
 
 def match_notebooks(
     sub: Submission, expected: dict[str, set[str]]
-) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
+) -> tuple[dict[str, bytes], dict[str, str], list[str], list[str]]:
     """Which file is which notebook of the assignment.
 
     ``expected`` maps each notebook (name without ``.ipynb``) to the nbgrader ids of its cells.
     A file is that notebook when it has the name and at least one of those ids, or (renamed)
     when the notebook's own file is missing and the file holds the most of its ids.
-    Returns ``(files to grade, {notebook: why it cannot be graded}, notes)``.
+    Returns ``(files to grade, {notebook: why it cannot be graded}, notebooks not handed in,
+    notes)``: a file that is there but cannot be graded needs the instructor; a notebook not
+    handed in scores 0.
     """
     parsed, broken = {}, {}
     for name, data in sub.files.items():
@@ -183,6 +185,7 @@ def match_notebooks(
             parsed[name] = _ids(nb)
     chosen: dict[str, bytes] = {}
     problems: dict[str, str] = {}
+    missing: list[str] = []
     notes: list[str] = []
     used: set[str] = set()
     for notebook, ids in expected.items():
@@ -210,8 +213,8 @@ def match_notebooks(
                 f"{notebook}.ipynb is not this assignment's notebook (none of its graded cells)"
             )
         else:
-            problems[notebook] = f"{notebook}.ipynb is missing"
+            missing.append(notebook)
     others = sorted(set(sub.files) - used)
     if others:
         notes.append("not part of the assignment, ignored: " + ", ".join(others))
-    return chosen, problems, notes
+    return chosen, problems, sorted(missing), notes

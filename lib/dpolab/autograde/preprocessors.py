@@ -8,14 +8,24 @@ text neither fills the graded notebook nor the feedback.
 test shows the lines around the failing assert in its traceback; in a cell holding hidden
 tests the frames of the cell itself are dropped, and so are frames in ``dpolab``'s own source
 (the frames in the student's own code stay); a note says so.
+
+``RecordingExecute`` and ``JudgeRecords`` (autograde): the kernel is asked for the hidden tests'
+records, and the grader judges them against the fixtures once the kernel has returned.
+:mod:`dpolab.autograde.pipeline` puts them in nbgrader's pipeline, for every flow.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from pathlib import Path
 
 from nbconvert.preprocessors import Preprocessor
+from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, Unicode
+
+from .records import ENV
 
 HIDDEN = "### BEGIN HIDDEN TESTS"
 JUDGED = "AssertionError: the hidden tests of this cell failed (checked by the grader):"
@@ -89,6 +99,27 @@ class HideHiddenTracebacks(Preprocessor):
         return cell, resources
 
 
+class RecordingExecute(Execute):
+    """nbgrader's ``Execute``, with the kernel asked to send its hidden tests' records.
+
+    The kernel inherits this process's environment when it starts: ``DPOLAB_RECORDS=1`` is set
+    for the time of the execution only (a formgrader server stays as it was). Without it, a
+    hidden test fails its cell (fail closed, :meth:`dpolab.autograde.records.Probe.send`).
+    ``dpolab-grade``'s sandboxed kernel gets the same variable from its kernelspec.
+    """
+
+    def preprocess(self, nb, resources, *args, **kwargs):
+        previous = os.environ.get(ENV)
+        os.environ[ENV] = "1"
+        try:
+            return super().preprocess(nb, resources, *args, **kwargs)
+        finally:
+            if previous is None:
+                os.environ.pop(ENV, None)
+            else:
+                os.environ[ENV] = previous
+
+
 class JudgeRecords(Preprocessor):
     """Score the hidden tests outside the kernel (autograde, right after execution).
 
@@ -96,48 +127,102 @@ class JudgeRecords(Preprocessor):
     (:func:`dpolab.autograde.records.judge`). Otherwise an error output saying what differs is
     added to the cell, and nbgrader gives it no points. The records are removed from the
     outputs either way (they are for the grader, not for the feedback).
+
+    Fail closed: records with no fixture to judge them against (the fixtures could not be made,
+    or have no entry for the cell) fail their cell too.
+
+    ``fixtures``: the fixtures file (``dpolab-grade`` makes it once per run). Left empty (plain
+    ``nbgrader autograde``, formgrader), the fixtures are made on first use from the assignment's
+    source notebooks (nbgrader's ``CourseDirectory``: ``source/<assignment>/``) and cached under
+    ``cache_dir`` by a hash of those files, so a change to the solutions remakes them.
+    ``verdicts``: a JSON-lines file where each judged cell's failed promises are appended (for
+    ``dpolab-grade``'s class report); empty: not written.
     """
 
     enabled = Bool(True)
-    fixtures = Unicode("", help="the fixtures file of the assignment (JSON)").tag(config=True)
+    fixtures = Unicode(
+        "", help="the fixtures file of the assignment (JSON); empty: made from the source"
+    ).tag(config=True)
+    cache_dir = Unicode(
+        "", help="where fixtures made from the source are kept (default: ~/.cache/dpolab)"
+    ).tag(config=True)
+    verdicts = Unicode("", help="append each judged grade cell's failures to this JSON-lines file").tag(
+        config=True
+    )
+
+    def _load(self, resources) -> dict:
+        """``{notebook: {grade_id: records}}``; raises with a reason when none can be had."""
+        path = self.fixtures
+        if not path:
+            from nbgrader.coursedir import CourseDirectory
+
+            from .fixtures import cached_fixtures
+
+            coursedir = CourseDirectory(config=self.config)
+            assignment = resources["nbgrader"]["assignment"]
+            source = Path(coursedir.format_path(coursedir.source_directory, ".", assignment))
+            path = cached_fixtures(source, Path(self.cache_dir) if self.cache_dir else None, log=self.log)
+        with open(path) as f:
+            return json.load(f)
 
     def preprocess(self, nb, resources):
-        import json
-
-        self._want = {}
-        if self.fixtures:
-            with open(self.fixtures) as f:
-                everything = json.load(f)
-            self._want = everything.get(resources["nbgrader"]["notebook"], {})
+        self._notebook = resources["nbgrader"]["notebook"]
+        self._problem = None
+        try:
+            self._want = self._load(resources).get(self._notebook, {})
+        except Exception as err:  # judged as failed below, never as passed
+            self._want = {}
+            self._problem = f"the grader has no fixtures to judge the hidden tests against ({err})"
+            self.log.error("%s", self._problem)
         return super().preprocess(nb, resources)
 
     def preprocess_cell(self, cell, resources, index):
         from nbformat.v4 import new_output
 
-        from .records import cell_records, judge
+        from .records import cell_records, failed_promises
 
         if cell.cell_type != "code":
             return cell, resources
         records, others = cell_records(cell.get("outputs", []))
         cell.outputs = others
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        want = self._want.get(grade_id) if cell.metadata.get("nbgrader", {}).get("grade") else None
-        if want is None:
+        meta = cell.metadata.get("nbgrader", {})
+        if not meta.get("grade"):
             return cell, resources
-        if any(o.output_type == "error" for o in cell.outputs):
-            return cell, resources  # already failed in the kernel
-        failures = judge(records, want)
+        grade_id = meta.get("grade_id")
+        want = self._want.get(grade_id)
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        if errors:  # already failed in the kernel (a visible test, or the records' fail-closed)
+            return cell, resources
+        if want is None and not records:
+            return cell, resources  # a grade cell without hidden tests
+        if want is None:
+            why = (
+                self._problem
+                or f"no fixture for {grade_id} in {self._notebook} (were the solutions changed?)"
+            )
+            failures = [{"promise": why, "test": grade_id, "key": "", "detail": ""}]
+        else:
+            failures = failed_promises(records, want)
+        self._verdict(grade_id, failures)
         if failures:
-            shown = failures[:3] + ([f"... and {len(failures) - 3} more"] if len(failures) > 3 else [])
+            lines = [
+                f"{f['promise']} [{f['test']}: {f['key']}]: {f['detail']}" if f["key"] else f["promise"]
+                for f in failures
+            ]
+            shown = lines[:3] + ([f"... and {len(lines) - 3} more"] if len(lines) > 3 else [])
             cell.outputs.append(
                 new_output(
                     "error",
                     ename="AssertionError",
                     evalue="hidden test failed: " + shown[0],
-                    traceback=[
-                        "AssertionError: the hidden tests of this cell failed (checked by the grader):"
-                    ]
-                    + [f"  - {line}" for line in shown],
+                    traceback=[JUDGED] + [f"  - {line}" for line in shown],
                 )
             )
         return cell, resources
+
+    def _verdict(self, grade_id: str, failures: list[dict]) -> None:
+        if self.verdicts:
+            with open(self.verdicts, "a") as f:
+                f.write(
+                    json.dumps({"notebook": self._notebook, "cell": grade_id, "failures": failures}) + "\n"
+                )

@@ -45,6 +45,12 @@ from typing import Any
 
 MIME = "application/vnd.dpolab.records+json"
 ENV = "DPOLAB_RECORDS"  # set to 1 by the grader (fixtures and grading); unset elsewhere
+JUDGE_LINE = "from dpolab.autograde.pipeline import use_judge; use_judge(c)"
+UNJUDGED = (
+    "hidden test {test} not graded: this course's hidden tests are judged by the grader, outside "
+    "the kernel, and no judge is configured in this nbgrader run. Grade with `dpolab-grade`, or add "
+    "this line to nbgrader_config.py: " + JUDGE_LINE + " (see the DPO Lab's README, For instructors)"
+)
 
 
 # ------------------------------------------------------------------------------ encoding
@@ -144,8 +150,15 @@ class Probe:
         return {"test": self.test, "records": self.records}
 
     def send(self) -> None:
-        """Display the records (only when the grader asked for them: ``DPOLAB_RECORDS=1``)."""
+        """Display the records (only when the grader asked for them: ``DPOLAB_RECORDS=1``).
+
+        Fail closed: while nbgrader autogrades (``NBGRADER_EXECUTION=autograde``) without asking
+        for records, no judge will read them, and a hidden test that decided nothing would keep
+        its points. So the cell fails, saying how to grade this course.
+        """
         if os.environ.get(ENV) != "1":
+            if os.environ.get("NBGRADER_EXECUTION") == "autograde":
+                raise AssertionError(UNJUDGED.format(test=self.test))
             return
         sink = _SINK.get("list")
         if sink is not None:  # tests of the hidden tests run cells without a kernel
@@ -313,26 +326,43 @@ def judge(got: list[dict] | None, want: list[dict]) -> list[str]:
     failures, one line each (empty: the cell passes). Records missing, extra, duplicated or
     out of order fail: the fixture fixes which observations the hidden test makes.
     """
+    return [
+        f"{f['promise']} [{f['test']}: {f['key']}]: {f['detail']}" if f["key"] else f["promise"]
+        for f in failed_promises(got, want)
+    ]
+
+
+def failed_promises(got: list[dict] | None, want: list[dict]) -> list[dict[str, str]]:
+    """:func:`judge`'s failures as ``{"promise", "test", "key", "detail"}``: the promise is the
+    fixture's message (what the spec promised), the same for every student who broke it, so a
+    class report can count them."""
+
+    def whole(why: str, test: str = "") -> list[dict[str, str]]:
+        return [{"promise": why, "test": test, "key": "", "detail": ""}]
+
     if not got:
-        return ["the hidden test sent no results (it stopped early, or its output was removed)"]
+        return whole("the hidden test sent no results (it stopped early, or its output was removed)")
     if len(got) != len(want):
-        return [f"the hidden tests sent {len(got)} sets of results, expected {len(want)}"]
+        return whole(f"the hidden tests sent {len(got)} sets of results, expected {len(want)}")
     failures = []
     for g, w in zip(got, want, strict=True):
         if not isinstance(g, dict) or g.get("test") != w["test"] or not isinstance(g.get("records"), list):
-            return [f"unexpected results in place of those of {w['test']}"]
+            return whole(f"unexpected results in place of those of {w['test']}", w["test"])
         grecs, wrecs = g["records"], w["records"]
         if [r.get("key") if isinstance(r, dict) else None for r in grecs] != [r["key"] for r in wrecs]:
-            return [
-                f"{w['test']}: the results do not match the hidden test's checks (missing, extra or reordered)"
-            ]
+            return whole(
+                f"{w['test']}: the results do not match the hidden test's checks (missing, extra or reordered)",
+                w["test"],
+            )
         own = {r["key"]: r for r in grecs}
         for rec, fixture in zip(grecs, wrecs, strict=True):
             try:
                 _check(rec, fixture, own)
             except Mismatch as err:
-                msg = fixture["spec"].get("msg") or fixture["key"]
-                failures.append(f"{msg} [{w['test']}: {fixture['key']}]: {err}")
+                promise = fixture["spec"].get("msg") or fixture["key"]
+                failures.append(
+                    {"promise": promise, "test": w["test"], "key": fixture["key"], "detail": str(err)}
+                )
     return failures
 
 

@@ -1,10 +1,11 @@
-"""``grades.csv`` (one row per student) and ``cells.csv`` (one column per graded cell)."""
+"""``grades.csv`` (one row per student), ``cells.csv`` (one column per graded cell), ``report.html``."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+from .class_report import write_class_report
 from .course import GradeCell
 
 
@@ -28,3 +29,4 @@ def write_reports(out: Path, results: list[dict], cells: list[GradeCell]) -> Non
         for r in results:
             scores = [r["notebooks"].get(c.notebook, {}).get("grades", {}).get(c.name) for c in cells]
             w.writerow([r["student_id"], r["status"], *("" if s is None else _fmt(s) for s in scores)])
+    write_class_report(out, results, cells)

@@ -30,9 +30,11 @@ from .gradebook import ensure_gradebook, merge_student
 from .inputs import Submission, find_submissions, match_notebooks
 from .reports import write_reports
 from .sandbox import Limits, bwrap_available, has_reference, ipc_unavailable
+from .shards import share, write_manifest
 
 log = logging.getLogger("dpolab.grade")
-VERSION = "1"
+VERSION = "2"
+MISSING = "missing"  # a notebook's status when the student did not hand it in
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Options:
     kernel_python: str = sys.executable
     kernel_package: str = "student"  # student: the kernel sees dpolab without the reference | full
     progress: bool = True
+    shard: tuple[int, int] | None = None  # (K, N): grade shard K of N only (shards.py)
 
 
 @dataclass
@@ -173,32 +176,45 @@ def run_unit(
                     "reason": f"the grader crashed (see {log_path})",
                     "grades": {},
                 }
-    if result.get("feedback"):
-        dest = opts.out / "feedback" / unit.student_id
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(result["feedback"], dest / f"{unit.notebook}.html")
-        result["feedback"] = str(dest / f"{unit.notebook}.html")
+    # kept in nbgrader's course layout, relative to OUT: formgrader shows them, release_feedback sends them
+    for key, folder, suffix in (("feedback", "feedback", ".html"), ("autograded", "autograded", ".ipynb")):
+        if result.get(key):
+            rel = Path(folder) / unit.student_id / opts.assignment / f"{unit.notebook}{suffix}"
+            (opts.out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(result[key], opts.out / rel)
+            result[key] = rel.as_posix()
     shutil.rmtree(folder, ignore_errors=True)
     return result
 
 
 def _finish(sub: Submission, key: str, notebooks: dict, notes: list[str], course: GraderCourse) -> dict:
+    """One student's row. ``status``: ``graded``; ``incomplete`` (notebooks not handed in score 0,
+    the rest is graded); ``ungradable`` (a notebook could not be graded: the instructor acts)."""
     cells = course.grade_cells()
     score = sum(
         notebooks[c.notebook]["grades"].get(c.name, 0)
         for c in cells
         if notebooks.get(c.notebook, {}).get("status") == "graded"
     )
-    bad = [f"{nb}: {r['reason']}" for nb, r in sorted(notebooks.items()) if r["status"] != "graded"]
-    reason = "; ".join(bad + sub.problems + notes)
+    bad = [f"{nb}: {r['reason']}" for nb, r in sorted(notebooks.items()) if r["status"] == "ungradable"]
+    missing = [f"{nb}.ipynb" for nb, r in sorted(notebooks.items()) if r["status"] == MISSING]
+    reason = "; ".join(bad + ([f"not handed in (0 points): {', '.join(missing)}"] if missing else []))
+    reason = "; ".join(filter(None, [reason, *sub.problems, *notes]))
     return {
         "student_id": sub.student_id,
         "key": key,
         "score": score,
-        "status": "ungradable" if bad else "graded",
+        "status": "ungradable" if bad else ("incomplete" if missing else "graded"),
         "reason": reason,
         "notebooks": notebooks,
     }
+
+
+def count_statuses(results: list[dict]) -> str:
+    """``"5 graded, 1 incomplete, 0 ungradable"``."""
+    return ", ".join(
+        f"{sum(r['status'] == s for r in results)} {s}" for s in ("graded", "incomplete", "ungradable")
+    )
 
 
 def run(opts: Options) -> list[dict]:
@@ -226,8 +242,11 @@ def _run(opts: Options) -> list[dict]:
         log.log(logging.WARNING if line.startswith("WARNING") else logging.INFO, "%s", line)
         print(line, file=sys.stderr)
     limits = {k: v for k, v in asdict(opts.limits).items() if k != "threads"}  # --jobs changes no grade
+    # the student package by its place in OUT (its name is its content's hash): a copied or merged OUT
+    # (dpolab-grade merge) keeps its results
+    package = student_package and student_package.relative_to(out)
     grader_key = _hash(
-        VERSION, course.digest, json.dumps(limits), str(use_bwrap), opts.kernel_python, str(student_package)
+        VERSION, course.digest, json.dumps(limits), str(use_bwrap), opts.kernel_python, str(package)
     )
     marker = out / ".grader" / "current"
     gradebook = out / "gradebook.db"
@@ -239,7 +258,8 @@ def _run(opts: Options) -> list[dict]:
     results_dir = out / "results"
     results_dir.mkdir(exist_ok=True)
 
-    subs = find_submissions(opts.submissions, opts.assignment)
+    everyone = find_submissions(opts.submissions, opts.assignment)
+    subs = share(out, everyone, opts.shard)  # --shard K/N: this shard's students only
     results: dict[str, dict] = {}
     pending: dict[str, tuple] = {}
     units: list[Unit] = []
@@ -249,11 +269,16 @@ def _run(opts: Options) -> list[dict]:
         if not opts.force and previous.exists() and json.loads(previous.read_text()).get("key") == key:
             results[sub.student_id] = json.loads(previous.read_text())
             continue
-        files, problems, notes = match_notebooks(sub, expected)
+        files, problems, missing, notes = match_notebooks(sub, expected)
         notebooks = {
             nb: {"status": "ungradable", "reason": why, "grades": {}} for nb, why in problems.items()
         }
-        shutil.rmtree(out / "feedback" / sub.student_id, ignore_errors=True)
+        zeros = {nb: {c.name: 0 for c in course.grade_cells() if c.notebook == nb} for nb in missing}
+        notebooks.update(
+            {nb: {"status": MISSING, "reason": "not handed in", "grades": zeros[nb]} for nb in missing}
+        )
+        for folder in ("feedback", "autograded"):
+            shutil.rmtree(out / folder / sub.student_id, ignore_errors=True)
         pending[sub.student_id] = (sub, key, notebooks, notes, len(files))
         units += [Unit(sub.student_id, nb, data) for nb, data in files.items()]
     log.info(
@@ -267,7 +292,7 @@ def _run(opts: Options) -> list[dict]:
         merge_student(gradebook, opts.assignment, student_id, notebooks)
         (results_dir / f"{student_id}.json").write_text(json.dumps(result, indent=1))
         results[student_id] = result
-        level = logging.INFO if result["status"] == "graded" else logging.WARNING
+        level = logging.WARNING if result["status"] == "ungradable" else logging.INFO
         log.log(level, "%s: %s %g/%g %s", student_id, result["status"], result["score"], course.max_score,
                 result["reason"])  # fmt: skip
 
@@ -296,6 +321,6 @@ def _run(opts: Options) -> list[dict]:
         shutil.rmtree(scratch, ignore_errors=True)
     ordered = [results[s.student_id] for s in subs]
     write_reports(out, ordered, course.grade_cells())
-    graded = sum(r["status"] == "graded" for r in ordered)
-    log.info("done: %d graded, %d ungradable; %s", graded, len(ordered) - graded, out / "grades.csv")
+    write_manifest(out, opts.shard, course, everyone, ordered, limits)  # OUT/shard.json, for merge
+    log.info("done: %s; %s", count_statuses(ordered), out / "grades.csv")
     return ordered

@@ -49,20 +49,10 @@ def explain(log: str, limits: Limits) -> str:
 
 
 def config(spec: dict, limits: Limits):
-    from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
-    from nbgrader.preprocessors import (
-        AssignLatePenalties,
-        CheckCellMetadata,
-        ClearHiddenTests,
-        Execute,
-        GetGrades,
-        IgnorePattern,
-        LimitOutput,
-        SaveAutoGrades,
-    )
     from traitlets.config import Config
 
-    from .preprocessors import HideHiddenTracebacks, JudgeRecords, LimitOutputSize
+    from .pipeline import autograde_preprocessors, feedback_preprocessors
+    from .preprocessors import LimitOutputSize
 
     course = Path(spec["unit"]) / "course"
     c = Config()
@@ -75,28 +65,13 @@ def config(spec: dict, limits: Limits):
     c.OverwriteCells.add_missing_cells = True
     c.LimitOutputSize.max_chars = limits.output_chars
     c.JudgeRecords.fixtures = spec["fixtures"]
+    c.JudgeRecords.verdicts = str(Path(spec["unit"]) / "verdicts.jsonl")
     if spec.get("ipc_dir"):  # nbclient's kernel manager: sockets there, not TCP ports
         c.KernelManager.transport = "ipc"
         c.KernelManager.ip = str(Path(spec["ipc_dir"]) / "k")
-    # nbgrader's own pipeline; the hidden tests judged and the output cap right after execution
-    c.Autograde.autograde_preprocessors = [
-        Execute,
-        JudgeRecords,
-        LimitOutputSize,
-        IgnorePattern,
-        ClearMetadataPreprocessor,
-        LimitOutput,
-        SaveAutoGrades,
-        AssignLatePenalties,
-        CheckCellMetadata,
-    ]
-    c.GenerateFeedback.preprocessors = [
-        GetGrades,
-        HideHiddenTracebacks,
-        ClearHiddenTests,
-        LimitOutputSize,
-        CSSHTMLHeaderPreprocessor,
-    ]
+    # the same pipelines as plain nbgrader with the judge (pipeline.use_judge), plus the output cap
+    c.Autograde.autograde_preprocessors = autograde_preprocessors(LimitOutputSize)
+    c.GenerateFeedback.preprocessors = feedback_preprocessors(LimitOutputSize)
     return c
 
 
@@ -191,7 +166,23 @@ def grade(spec: dict) -> dict:
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         notebook = gb.find_submission_notebook(nb, a, sid)
         grades = {g.name: g.score for g in notebook.grades if g.max_score > 0}
-    return {"status": "graded", "reason": "", "grades": grades, "feedback": str(html)}
+    return {
+        "status": "graded",
+        "reason": "",
+        "grades": grades,
+        "feedback": str(html),
+        "autograded": str(graded),
+        "failed": failed(spec),
+    }
+
+
+def failed(spec: dict) -> dict[str, list[dict]]:
+    """``{grade_id: [failed promise, ...]}`` as the judge wrote them (cells that passed: ``[]``)."""
+    path = Path(spec["unit"]) / "verdicts.jsonl"
+    if not path.exists():
+        return {}
+    verdicts = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {v["cell"]: v["failures"] for v in verdicts}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,68 @@
+"""nbgrader's autograde and feedback pipelines with the judge: one definition for every flow.
+
+The hidden tests of this course decide nothing in the student's kernel: they record what the
+student's code returned, and :class:`~dpolab.autograde.preprocessors.JudgeRecords` judges the
+records after the kernel has returned (:mod:`dpolab.autograde.records`). ``dpolab-grade``'s
+workers and a plain ``nbgrader autograde`` (formgrader's Autograde button runs the same app)
+both grade with the pipelines below, so they give the same scores.
+
+An instructor's existing nbgrader course gets the judge with one line in ``nbgrader_config.py``::
+
+    from dpolab.autograde.pipeline import use_judge; use_judge(c)
+
+Without it, every hidden test fails its cell with a message that says so (fail closed): a
+hidden test that nobody judges never keeps its points.
+"""
+
+from __future__ import annotations
+
+
+def autograde_preprocessors(*after_judge) -> list:
+    """nbgrader 0.9's ``Autograde.autograde_preprocessors`` with ``Execute`` asking the kernel
+    for records and the judge right after it (``after_judge``: more preprocessors there)."""
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import (
+        AssignLatePenalties,
+        CheckCellMetadata,
+        IgnorePattern,
+        LimitOutput,
+        SaveAutoGrades,
+    )
+
+    from .preprocessors import JudgeRecords, RecordingExecute
+
+    return [
+        RecordingExecute,
+        JudgeRecords,
+        *after_judge,
+        IgnorePattern,
+        ClearMetadataPreprocessor,
+        LimitOutput,
+        SaveAutoGrades,
+        AssignLatePenalties,
+        CheckCellMetadata,
+    ]
+
+
+def feedback_preprocessors(*before_header) -> list:
+    """``GenerateFeedback.preprocessors`` without the hidden tests: nbgrader's default shows them;
+    the lines of a failing hidden test's traceback go too (only its message stays)."""
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+
+    from .preprocessors import HideHiddenTracebacks
+
+    return [GetGrades, HideHiddenTracebacks, ClearHiddenTests, *before_header, CSSHTMLHeaderPreprocessor]
+
+
+def use_judge(c) -> None:
+    """Configure an nbgrader config ``c`` (``get_config()`` in ``nbgrader_config.py``) to judge the
+    hidden tests' records, and to keep the hidden tests out of the feedback.
+
+    The fixtures (the solution's records) are made on first use from the course's source
+    notebooks and cached (``JudgeRecords.cache_dir``, default ``~/.cache/dpolab/fixtures``).
+    Deleted grade cells are restored from the gradebook, as ``dpolab-grade`` does.
+    """
+    c.Autograde.autograde_preprocessors = autograde_preprocessors()
+    c.GenerateFeedback.preprocessors = feedback_preprocessors()
+    c.OverwriteCells.add_missing_cells = True
