@@ -44,7 +44,7 @@ def cell_pass_rates(results: list[dict], cells: list[GradeCell]) -> list[tuple[G
     return rows
 
 
-def failed_promises(results: list[dict]) -> list[tuple[str, str, str, int]]:
+def promise_counts(results: list[dict]) -> list[tuple[str, str, str, int]]:
     """``(notebook, grade cell, promise, students)``, most frequent first.
 
     A promise is the message of the hidden test's check (the same for every student). Cells that
@@ -116,7 +116,7 @@ def write_class_report(out: Path, results: list[dict], cells: list[GradeCell], t
     """Write ``out/report.html``; return its path."""
     max_score = sum(c.points for c in cells)
     rates = cell_pass_rates(results, cells)
-    promises = failed_promises(results)
+    promises = promise_counts(results)
     statuses = Counter(r["status"] for r in results)
     scores = sorted(r["score"] for r in results)
     mean = sum(scores) / len(scores) if scores else 0.0

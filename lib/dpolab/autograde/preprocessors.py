@@ -179,7 +179,7 @@ class JudgeRecords(Preprocessor):
     def preprocess_cell(self, cell, resources, index):
         from nbformat.v4 import new_output
 
-        from .records import cell_records, failed_promises
+        from .records import cell_records, describe, failed_promises
 
         if cell.cell_type != "code":
             return cell, resources
@@ -205,10 +205,7 @@ class JudgeRecords(Preprocessor):
             failures = failed_promises(records, want)
         self._verdict(grade_id, failures)
         if failures:
-            lines = [
-                f"{f['promise']} [{f['test']}: {f['key']}]: {f['detail']}" if f["key"] else f["promise"]
-                for f in failures
-            ]
+            lines = [describe(f) for f in failures]
             shown = lines[:3] + ([f"... and {len(lines) - 3} more"] if len(lines) > 3 else [])
             cell.outputs.append(
                 new_output(

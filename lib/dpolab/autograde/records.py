@@ -326,10 +326,14 @@ def judge(got: list[dict] | None, want: list[dict]) -> list[str]:
     failures, one line each (empty: the cell passes). Records missing, extra, duplicated or
     out of order fail: the fixture fixes which observations the hidden test makes.
     """
-    return [
-        f"{f['promise']} [{f['test']}: {f['key']}]: {f['detail']}" if f["key"] else f["promise"]
-        for f in failed_promises(got, want)
-    ]
+    return [describe(f) for f in failed_promises(got, want)]
+
+
+def describe(failure: dict[str, str]) -> str:
+    """One failure of :func:`failed_promises` as a line: the promise, which check, what differed."""
+    if not failure["key"]:
+        return failure["promise"]
+    return f"{failure['promise']} [{failure['test']}: {failure['key']}]: {failure['detail']}"
 
 
 def failed_promises(got: list[dict] | None, want: list[dict]) -> list[dict[str, str]]:
