@@ -11,7 +11,8 @@ grade cell. The class:
 ``hidden_mistakes``  one mistake per notebook that only the hidden tests catch: without a judge
                      these keep their points (the bug this issue fixes)
 ``patches_checks``   notebook 01's answer patches ``torch.allclose``, ``abs``, ... and has a bug
-``cheater``          answers that import the reference
+                     (hands in notebook 01 only)
+``cheater``          answers that import the reference (hands in notebooks 01 and 04 only)
 ``incomplete``       hands in notebooks 01 and 03 only: 0 for 02 and 04, ``incomplete``
 
 Plain nbgrader runs without the sandbox (the kernel can read what the grading user can); that is
@@ -129,8 +130,9 @@ def class_edits() -> dict[str, dict[str, dict | str | None]]:
         "untouched": {n: "untouched" for n in NOTEBOOKS},
         "planted": {n: PLANTED.get(n, {}) for n in NOTEBOOKS},
         "hidden_mistakes": {n: hidden.get(n, {}) for n in NOTEBOOKS},
-        "patches_checks": {n: ({answer: ("*", source)} if n.startswith(NB1) else {}) for n in NOTEBOOKS},
-        "cheater": {n: CHEATER.get(n, {}) for n in NOTEBOOKS},
+        # these two hand in only the notebooks they change (the others would be "solved" again)
+        "patches_checks": {n: ({answer: ("*", source)} if n.startswith(NB1) else None) for n in NOTEBOOKS},
+        "cheater": {n: CHEATER.get(n) for n in NOTEBOOKS},
         "incomplete": {n: ({} if n in HANDED_IN_BY_INCOMPLETE else None) for n in NOTEBOOKS},
     }
 
@@ -271,15 +273,23 @@ def test_mistakes_only_hidden_tests_catch_lose_their_cells(flows):
 
 
 def test_patching_the_checks_earns_nothing(flows):
-    lost = {k: s for k, (s, m) in flows["plain"]["patches_checks"].items() if s != m}
+    nb1 = {k: v for k, v in flows["plain"]["patches_checks"].items() if k in NB1_CELLS}
+    lost = {k: s for k, (s, m) in nb1.items() if s != m}
     assert lost == {"test_metrics": 0}, lost  # the planted bug's cell, and only it
-    assert flows["grades"]["patches_checks"]["score"] == "38"
+    assert flows["grades"]["patches_checks"]["score"] == "9"  # notebook 01 only: 11 - 2
 
 
 def test_importing_the_reference_earns_nothing(flows):
-    for name, (score, max_score) in flows["plain"]["cheater"].items():
-        expected = 0 if name in CHEATED else max_score
-        assert score == expected, f"{name}: {score}/{max_score}, expected {expected}"
+    """Every cell of the notebooks whose answers import the reference (01, 04) scores 0."""
+    import json
+
+    result = json.loads((flows["out"] / "results" / "cheater.json").read_text())
+    statuses = {nb: r["status"] for nb, r in result["notebooks"].items()}
+    assert statuses == {NB1: "graded", NB2: "missing", NB3: "missing", NB4: "graded"}, statuses
+    graded = {c for nb in (NB1, NB4) for c in result["notebooks"][nb]["grades"]}
+    assert graded == CHEATED
+    scored = {k: s for k, (s, _) in flows["plain"]["cheater"].items() if s}
+    assert not scored and flows["grades"]["cheater"]["score"] == "0", scored
 
 
 def test_both_flows_judge_against_the_same_fixtures_made_once(flows):
@@ -301,8 +311,10 @@ def test_a_student_missing_notebooks_is_incomplete_with_zero_for_them(flows):
     assert "not handed in (0 points): 02_dpo_variants.ipynb, 04_train_with_dpo.ipynb" in row["reason"]
     cells = flows["cells"]["incomplete"]
     assert cells["test_kto"] == "0" and cells["test_step_metrics"] == "0" and cells["test_metrics"] == "2"
-    others = {s: r["status"] for s, r in flows["grades"].items() if s != "incomplete"}
-    assert set(others.values()) == {"graded"}, others
+    statuses = {s: r["status"] for s, r in flows["grades"].items()}
+    partial = {"incomplete", "patches_checks", "cheater"}  # the students who left notebooks out
+    assert {s for s, v in statuses.items() if v == "incomplete"} == partial, statuses
+    assert {v for s, v in statuses.items() if s not in partial} == {"graded"}, statuses
 
 
 def test_the_gradebook_needs_no_manual_grade_for_a_missing_notebook(flows):
