@@ -129,19 +129,29 @@ def write_class_report(out: Path, results: list[dict], cells: list[GradeCell], t
         f"<style>{STYLE}</style></head><body>",
         "<h1>Class report</h1>",
         _table(
-            ["students", "graded", "incomplete", "ungradable", "mean score", "median score", "max score"],
+            [
+                "students",
+                "graded",
+                "incomplete",
+                "ungradable",
+                "missing",
+                "mean score",
+                "median score",
+                "max score",
+            ],
             [
                 [
                     len(results),
                     statuses["graded"],
                     statuses["incomplete"],
                     statuses["ungradable"],
+                    statuses["missing"],
                     f"{mean:.2f}",
                     _fmt(median),
                     _fmt(max_score),
                 ]
             ],
-            numeric=set(range(7)),
+            numeric=set(range(8)),
             table_id="summary",
         ),  # fmt: skip
         "<h2>Score distribution</h2>",

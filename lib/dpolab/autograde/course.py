@@ -97,10 +97,18 @@ def _digest(solutions: Path) -> str:
 
 
 def _run_module(cwd: Path, failure: str, module: str, *args: str) -> None:
-    """``python -m module args`` in ``cwd`` with this environment; raises with its output if it fails."""
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=nbgrader_env(), capture_output=True, text=True
-    )
+    """``python -m module args`` in ``cwd`` with this environment and a throwaway ``HOME`` (what
+    jupyter and IPython write there, and no instructor config read from it); raises with its
+    output if it fails."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dpolab-home-") as home:
+        env = nbgrader_env()
+        env["HOME"] = home
+        env.setdefault("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+        proc = subprocess.run(
+            [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"{failure}:\n{proc.stdout}\n{proc.stderr[-3000:]}")
 

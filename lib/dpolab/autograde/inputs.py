@@ -8,6 +8,10 @@ Three layouts are accepted under ``SUBMISSIONS``:
 - ``<student_id>.zip`` holding the notebooks (read in memory, never extracted: no path
   traversal, no links, caps on member count and sizes).
 
+In nbgrader's layout the two small files that ``nbgrader collect`` keeps beside the notebooks
+are read too (:data:`EXCHANGE_FILES`): ``timestamp.txt`` (when the student submitted: deadlines)
+and ``submission_secret.txt`` (``nbgrader release_feedback`` needs both in the feedback folder).
+
 Nothing under ``SUBMISSIONS`` is ever written.
 """
 
@@ -24,6 +28,8 @@ MAX_NOTEBOOK_BYTES = 20 * 2**20
 MAX_ZIP_TOTAL_BYTES = 100 * 2**20
 MAX_ZIP_MEMBERS = 200
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
+EXCHANGE_FILES = ("timestamp.txt", "submission_secret.txt")
+MAX_EXCHANGE_FILE_BYTES = 4096
 
 
 @dataclass
@@ -33,12 +39,21 @@ class Submission:
     student_id: str
     files: dict[str, bytes] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    exchange: dict[str, bytes] = field(default_factory=dict)  # {name in EXCHANGE_FILES: bytes}
+
+    @property
+    def timestamp(self) -> str | None:
+        """nbgrader's submission time (``2026-12-01 17:02:03.123456 UTC``), or None."""
+        text = self.exchange.get("timestamp.txt", b"").decode("utf-8", "replace").strip()
+        return text or None
 
     def digest(self) -> str:
         """A hash of every file name and content: re-grade only when it changes."""
         h = hashlib.sha256()
         for name in sorted(self.files):
             h.update(name.encode() + b"\0" + hashlib.sha256(self.files[name]).digest())
+        for name in sorted(self.exchange):
+            h.update(b"exchange\0" + name.encode() + b"\0" + self.exchange[name])
         for problem in self.problems:
             h.update(problem.encode())
         return h.hexdigest()
@@ -65,6 +80,17 @@ def _read_folder(folder: Path, sub: Submission) -> None:
             sub.problems.append(f"{rel} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB: ignored")
             continue
         _add(sub, path.name, path.read_bytes())
+
+
+def _read_exchange_files(folder: Path, sub: Submission) -> None:
+    for name in EXCHANGE_FILES:
+        path = folder / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        if path.stat().st_size > MAX_EXCHANGE_FILE_BYTES:
+            sub.problems.append(f"{name} is larger than {MAX_EXCHANGE_FILE_BYTES} bytes: ignored")
+            continue
+        sub.exchange[name] = path.read_bytes()
 
 
 def _add(sub: Submission, name: str, data: bytes) -> None:
@@ -133,6 +159,8 @@ def find_submissions(root: Path, assignment: str) -> list[Submission]:
         elif entry.is_dir():
             nbgrader_layout = entry / assignment
             _read_folder(nbgrader_layout if nbgrader_layout.is_dir() else entry, sub)
+            if nbgrader_layout.is_dir():
+                _read_exchange_files(nbgrader_layout, sub)
         else:
             _read_zip(entry, sub)
     return list(found.values())

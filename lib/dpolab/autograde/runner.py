@@ -25,9 +25,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .classroom import format_time, read_course
 from .course import GraderCourse, nbgrader_env, prepare_course
-from .gradebook import ensure_gradebook, merge_student
-from .inputs import Submission, find_submissions, match_notebooks
+from .gradebook import add_students, ensure_gradebook, merge_student
+from .inputs import EXCHANGE_FILES, STUDENT_ID, Submission, find_submissions, match_notebooks
+from .lms import read_roster
 from .reports import write_reports
 from .sandbox import Limits, bwrap_available, has_reference, ipc_unavailable
 from .shards import share, write_manifest
@@ -51,6 +53,9 @@ class Options:
     kernel_package: str = "student"  # student: the kernel sees dpolab without the reference | full
     progress: bool = True
     shard: tuple[int, int] | None = None  # (K, N): grade shard K of N only (shards.py)
+    course_dir: Path | None = None  # the nbgrader course: due date, late policy, exchange (classroom.py)
+    due: str | None = None  # --due: overrides the course's due date
+    roster: Path | None = None  # --roster: every enrolled student gets a row (lms.py)
 
 
 @dataclass
@@ -177,13 +182,13 @@ def run_unit(
                     "grades": {},
                 }
     # kept in nbgrader's course layout, relative to OUT: formgrader shows them, release_feedback sends them
-    for key, folder, suffix in (("feedback", "feedback", ".html"), ("autograded", "autograded", ".ipynb")):
+    for key, suffix in (("feedback", ".html"), ("autograded", ".ipynb")):
         if result.get(key):
-            rel = Path(folder) / unit.student_id / opts.assignment / f"{unit.notebook}{suffix}"
+            rel = Path(key) / unit.student_id / opts.assignment / f"{unit.notebook}{suffix}"
             (opts.out / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(result[key], opts.out / rel)
             result[key] = rel.as_posix()
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)  # the unit's scratch folder (not a folder of OUT's)
     return result
 
 
@@ -211,10 +216,39 @@ def _finish(sub: Submission, key: str, notebooks: dict, notes: list[str], course
 
 
 def count_statuses(results: list[dict]) -> str:
-    """``"5 graded, 1 incomplete, 0 ungradable"``."""
-    return ", ".join(
-        f"{sum(r['status'] == s for r in results)} {s}" for s in ("graded", "incomplete", "ungradable")
+    """``"5 graded, 1 incomplete, 0 ungradable"`` (and ``, 2 missing`` with a roster)."""
+    statuses = ["graded", "incomplete", "ungradable"] + (
+        ["missing"] * any(r["status"] == "missing" for r in results)
     )
+    return ", ".join(f"{sum(r['status'] == s for r in results)} {s}" for s in statuses)
+
+
+def keep_submission(out: Path, assignment: str, sub: Submission) -> None:
+    """The files graded, in nbgrader's layout in OUT: ``submitted/`` (formgrader counts the
+    submissions there) and the exchange files (``timestamp.txt``, ``submission_secret.txt``)
+    beside the graded notebooks and the feedback, where ``nbgrader release_feedback`` reads them."""
+    if not STUDENT_ID.match(sub.student_id):
+        return  # not a name to put in a path: the row says why
+    folder = out / "submitted" / sub.student_id / assignment
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name, data in sub.files.items():
+        (folder / name).write_bytes(data)
+    for place in ("submitted", "autograded", "feedback"):
+        for name in EXCHANGE_FILES:
+            if name in sub.exchange and (out / place / sub.student_id / assignment).is_dir():
+                (out / place / sub.student_id / assignment / name).write_bytes(sub.exchange[name])
+
+
+def roster_of(opts: Options) -> list[dict] | None:
+    """The enrolled students: ``--roster`` (kept in OUT/roster.json for the next run and
+    ``dpolab-grade export``), else the one a previous run kept, else None."""
+    kept = opts.out / "roster.json"
+    if opts.roster is not None:
+        students = read_roster(opts.roster)
+        kept.write_text(json.dumps(students, indent=1))
+        return students
+    return json.loads(kept.read_text()) if kept.exists() else None
 
 
 def run(opts: Options) -> list[dict]:
@@ -235,10 +269,17 @@ def run(opts: Options) -> list[dict]:
 def _run(opts: Options) -> list[dict]:
     out = opts.out
     course = prepare_course(opts.solutions, opts.assignment, out / ".grader")
+    classroom = read_course(opts.course_dir, opts.assignment, opts.due)
+    roster = roster_of(opts)
     use_bwrap, isolation = resolve_sandbox(opts.sandbox)
     student_package, package_line = kernel_package(opts, use_bwrap)
     transport, network = resolve_transport(use_bwrap)
-    for line in (isolation, package_line, network):
+    due = (
+        f"due {format_time(classroom.due)} (from {classroom.due_from}); late work: {classroom.policy}"
+        if classroom.due
+        else "no due date (--due, or the course's gradebook: nbgrader db assignment add NAME --duedate ...)"
+    )
+    for line in (isolation, package_line, network, due):
         log.log(logging.WARNING if line.startswith("WARNING") else logging.INFO, "%s", line)
         print(line, file=sys.stderr)
     limits = {k: v for k, v in asdict(opts.limits).items() if k != "threads"}  # --jobs changes no grade
@@ -253,7 +294,9 @@ def _run(opts: Options) -> list[dict]:
     if not marker.exists() or marker.read_text() != course.digest:
         gradebook.unlink(missing_ok=True)  # the solutions changed: everyone is regraded against them
         marker.write_text(course.digest)
-    ensure_gradebook(gradebook, course.gradebook)
+    ensure_gradebook(gradebook, course.gradebook, classroom)
+    if roster:
+        add_students(gradebook, roster)
     expected = {nb: course.cell_ids(nb) for nb in course.notebooks}
     results_dir = out / "results"
     results_dir.mkdir(exist_ok=True)
@@ -263,11 +306,18 @@ def _run(opts: Options) -> list[dict]:
     results: dict[str, dict] = {}
     pending: dict[str, tuple] = {}
     units: list[Unit] = []
+    by_id = {sub.student_id: sub for sub in subs}
     for sub in subs:
         key = _hash(grader_key, sub.digest())
         previous = results_dir / f"{sub.student_id}.json"
         if not opts.force and previous.exists() and json.loads(previous.read_text()).get("key") == key:
-            results[sub.student_id] = json.loads(previous.read_text())
+            result = json.loads(previous.read_text())
+            before = json.dumps(result, sort_keys=True)
+            classroom.apply(result, sub.timestamp)  # a new due date or policy: new penalties, no regrade
+            if json.dumps(result, sort_keys=True) != before:
+                merge_student(gradebook, opts.assignment, result)
+                previous.write_text(json.dumps(result, indent=1))
+            results[sub.student_id] = result
             continue
         files, problems, missing, notes = match_notebooks(sub, expected)
         notebooks = {
@@ -277,7 +327,7 @@ def _run(opts: Options) -> list[dict]:
         notebooks.update(
             {nb: {"status": MISSING, "reason": "not handed in", "grades": zeros[nb]} for nb in missing}
         )
-        for folder in ("feedback", "autograded"):
+        for folder in ("feedback", "autograded", "submitted"):
             shutil.rmtree(out / folder / sub.student_id, ignore_errors=True)
         pending[sub.student_id] = (sub, key, notebooks, notes, len(files))
         units += [Unit(sub.student_id, nb, data) for nb, data in files.items()]
@@ -288,8 +338,9 @@ def _run(opts: Options) -> list[dict]:
 
     def finish(student_id: str) -> None:
         sub, key, notebooks, notes, _ = pending.pop(student_id)
-        result = _finish(sub, key, notebooks, notes, course)
-        merge_student(gradebook, opts.assignment, student_id, notebooks)
+        result = classroom.apply(_finish(sub, key, notebooks, notes, course), sub.timestamp)
+        keep_submission(out, opts.assignment, by_id[student_id])
+        merge_student(gradebook, opts.assignment, result)
         (results_dir / f"{student_id}.json").write_text(json.dumps(result, indent=1))
         results[student_id] = result
         level = logging.WARNING if result["status"] == "ungradable" else logging.INFO
@@ -320,7 +371,8 @@ def _run(opts: Options) -> list[dict]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     ordered = [results[s.student_id] for s in subs]
-    write_reports(out, ordered, course.grade_cells())
-    write_manifest(out, opts.shard, course, everyone, ordered, limits)  # OUT/shard.json, for merge
-    log.info("done: %s; %s", count_statuses(ordered), out / "grades.csv")
-    return ordered
+    # a shard lists only its own students; the merge adds the enrolled who handed nothing in
+    rows = write_reports(out, ordered, course.grade_cells(), opts.assignment, None if opts.shard else roster)
+    write_manifest(out, opts.shard, course, everyone, ordered, limits, classroom)
+    log.info("done: %s; %s", count_statuses(rows), out / "grades.csv")
+    return rows

@@ -34,13 +34,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .classroom import Course, format_time, parse_time
 from .course import GraderCourse
-from .gradebook import ensure_gradebook, merge_student
+from .gradebook import add_students, ensure_gradebook, merge_student
 from .inputs import Submission
 from .reports import write_reports
 
 MANIFEST = "shard.json"
-STUDENT_FOLDERS = ("feedback", "autograded", "logs")  # OUT/<folder>/<student_id>/: copied by merge
+STUDENT_FOLDERS = (
+    "feedback",
+    "autograded",
+    "submitted",
+    "logs",
+)  # OUT/<folder>/<student_id>/: copied by merge
 
 
 # --------------------------------------------------------------------------- choosing a share
@@ -79,6 +85,7 @@ def write_manifest(
     everyone: list[Submission],
     graded: list[dict],
     limits: dict,
+    classroom: Course,
 ) -> None:
     """``OUT/shard.json``: what ``merge`` needs to check and order this shard's students."""
     place = {s.student_id: i for i, s in enumerate(everyone)}
@@ -89,6 +96,8 @@ def write_manifest(
         "digest": course.digest,
         "assignment": course.assignment,
         "limits": limits,
+        "due": format_time(classroom.due),
+        "exchange": {"course_id": classroom.course_id, "root": classroom.exchange_root},
         "class_size": len(everyone),
         "students": {r["student_id"]: place[r["student_id"]] for r in graded},
     }
@@ -127,6 +136,7 @@ def read_shards(outs: list[Path]) -> list[Shard]:
             ("digest", "different solutions or grader versions (course digest)"),
             ("assignment", "different assignments"),
             ("limits", "different limits (timeouts, memory, output)"),
+            ("due", "different due dates"),
             ("class_size", "different SUBMISSIONS (class size)"),
         ]:
             if s.manifest[key] != first.manifest[key]:
@@ -174,7 +184,7 @@ def merge(outs: list[Path], out: Path) -> list[dict]:
     first = shards[0].manifest
     digest, assignment = first["digest"], first["assignment"]
 
-    for part in ("results", *STUDENT_FOLDERS, "gradebook.db", MANIFEST):  # a previous merge
+    for part in ("results", *STUDENT_FOLDERS, "gradebook.db", "roster.json", MANIFEST):  # a previous merge
         path = out / part
         if path.is_dir():
             shutil.rmtree(path)
@@ -202,10 +212,22 @@ def merge(outs: list[Path], out: Path) -> list[dict]:
     ordered = [results[s] for s in sorted(results, key=place.__getitem__)]
 
     gradebook = out / "gradebook.db"
-    ensure_gradebook(gradebook, course.gradebook)
+    due = first.get("due")
+    exchange = first.get("exchange") or {}
+    classroom = Course(
+        due=parse_time(due) if due else None,
+        course_id=exchange.get("course_id", ""),
+        exchange_root=exchange.get("root", ""),
+    )
+    ensure_gradebook(gradebook, course.gradebook, classroom)
+    roster = None
+    if (shards[0].out / "roster.json").exists():  # every shard ran with the same --roster
+        shutil.copy(shards[0].out / "roster.json", out / "roster.json")
+        roster = json.loads((out / "roster.json").read_text())
+        add_students(gradebook, roster)
     for r in ordered:
-        merge_student(gradebook, assignment, r["student_id"], r["notebooks"])
-    write_reports(out, ordered, course.grade_cells())
+        merge_student(gradebook, assignment, r)
+    rows = write_reports(out, ordered, course.grade_cells(), assignment, roster)
 
     with open(out / "grading.log", "w") as log:
         for s in shards:
@@ -216,7 +238,7 @@ def merge(outs: list[Path], out: Path) -> list[dict]:
     students = {r["student_id"]: place[r["student_id"]] for r in ordered}
     manifest = dict(first, shard=1, of=1, students=students, merged_from=[str(s.out) for s in shards])
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    return ordered
+    return rows
 
 
 def _manifest_or_empty(out: Path) -> dict:
