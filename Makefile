@@ -50,4 +50,5 @@ release:
 # reference (what students install), in $(GRADED_OUT): notebooks/, package/, dist/.
 GRADED_OUT ?= graded-course
 graded-course:
+	VENV=$(VENV) scripts/setup.sh instructor
 	$(BIN)/python -m dpolab.autograde.student_package $(GRADED_OUT)

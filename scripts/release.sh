@@ -32,10 +32,12 @@ for path in sys.argv[1:]:
             cell.outputs = merged
     nbformat.write(nb, path)
 PY
-# A throwaway gradebook: the release does not depend on any grading state.
+# A throwaway gradebook: the release does not depend on any grading state. nbgrader_config.py
+# stamps the release (Colab / Binder badges, the guarded Colab install cell, from pyproject.toml).
 db="$(mktemp -d)/gradebook.db"
 NBGRADER_DB_URL="sqlite:///$db" nbgrader generate_assignment "$assignment" --force
 rm -f "$db"
-# Colab / Binder badges and the guarded Colab install cell, from pyproject.toml's address.
-python scripts/stamp_release.py "notebooks/$assignment"
-echo "released: notebooks/$assignment"
+echo "released: notebooks/$assignment (self-study)"
+# The graded course's release and student package (not committed: graded-course/ is ignored).
+dpolab-graded-course graded-course
+echo "released: graded-course/notebooks/$assignment (graded), graded-course/dist/ (the student package)"

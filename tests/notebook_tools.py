@@ -46,17 +46,17 @@ def nbgrader(
 
 
 def make_course(tmp: Path) -> Path:
-    """A copy of the course (config + solutions) with a freshly generated, stamped release.
+    """A copy of the course (config + solutions) with a freshly generated release.
 
-    Stamped as scripts/release.sh stamps it (badges, Colab install cell), so the release test
-    compares like with like and autograding sees what students submit.
+    ``generate_assignment`` stamps it through the course's config (badges, Colab install cell), as
+    ``make release`` does, so the release test compares like with like and autograding sees what
+    students submit.
     """
     course = tmp / "course"
     (course / "solutions").mkdir(parents=True)
     shutil.copy(ROOT / "nbgrader_config.py", course)
     shutil.copytree(SOLUTIONS, course / "solutions" / ASSIGNMENT)
     nbgrader(course, "generate_assignment", ASSIGNMENT, "--force")
-    load_script("stamp_release").stamp_folder(course / "notebooks" / ASSIGNMENT)
     return course
 
 

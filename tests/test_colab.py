@@ -1,6 +1,6 @@
 """Colab: badges and the guarded install cell in every student notebook, and a simulated Colab.
 
-The address lives in pyproject.toml only; scripts/stamp_release.py derives the badges and the
+The address lives in pyproject.toml only; dpolab.autograde.release derives the badges and the
 install cell from it (``make release``). These tests fail when the release or the README
 disagree with it. The simulation builds a venv with torch already installed (as Colab has it),
 lets the first student notebook's own install cell install dpolab from a local copy of this
@@ -21,7 +21,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from notebook_tools import ROOT, SOLUTIONS, load_script, solved_release
+from dpolab.autograde import release
+from notebook_tools import ROOT, SOLUTIONS, solved_release
 from venv_tools import (
     TORCH,
     child_env,
@@ -33,7 +34,7 @@ from venv_tools import (
     venv_env,
 )
 
-stamp_release = load_script("stamp_release")
+stamp_release = release  # what make release stamps (nbgrader generate_assignment, nbgrader_config.py)
 PROJECT = stamp_release.project()
 RELEASES = sorted(p for p in (ROOT / "notebooks").iterdir() if p.is_dir())
 STUDENT_NOTEBOOKS = sorted(p for folder in RELEASES for p in folder.glob("*.ipynb"))
@@ -63,7 +64,7 @@ def test_student_notebook_carries_badges_and_install_cell(path):
         "the first code cell must be the Colab set-up"
     )
     assert first_code.source == stamp_release.install_cell_source(PROJECT), (
-        f"{_rel(path)}: the install cell is not scripts/colab_install.py stamped for "
+        f"{_rel(path)}: the install cell is not lib/dpolab/autograde/colab_cells/self_study.py stamped for "
         f"{PROJECT['repository']}@{PROJECT['revision']} (run `make release`)"
     )
     assert not first_code.get("metadata", {}).get("nbgrader"), "the install cell must not be an nbgrader cell"
@@ -112,7 +113,9 @@ def test_address_is_written_in_one_place():
                 if PROJECT["owner_repo"] in path.read_text(encoding="utf-8", errors="ignore"):
                     hand_written.append(_rel(path))
     # the template's default is replaced at release time; the README is checked above
-    assert sorted(hand_written) == ["pyproject.toml", "scripts/colab_install.py"], hand_written
+    assert sorted(hand_written) == ["lib/dpolab/autograde/colab_cells/self_study.py", "pyproject.toml"], (
+        hand_written
+    )
 
 
 def test_install_cell_does_nothing_outside_colab(monkeypatch, capsys):

@@ -33,6 +33,7 @@ import dpolab
 from dpolab._exports import EXERCISES, REFERENCE_MODULES, is_reference
 from dpolab.autograde import sandbox
 from dpolab.autograde import student_package as sp
+from dpolab.autograde.release import BADGE_PREFIX, INSTALL_CELL_ID, graded_cell_source
 from notebook_tools import ASSIGNMENT, NOTEBOOKS, SOLUTIONS, grading_meta, solved_release
 from venv_tools import child_env, kernel_manager, run_notebook
 
@@ -98,6 +99,12 @@ def test_command_builds_notebooks_package_and_wheel(built):
         text = (out / "notebooks" / ASSIGNMENT / name).read_text()
         assert "### BEGIN SOLUTION" not in text and "### BEGIN HIDDEN TESTS" not in text
         assert "NotImplementedError" in text
+        # the graded release: its Colab cell installs the student package, never the full dpolab
+        nb = nbformat.reads(text, as_version=4)
+        first_code = next(c for c in nb.cells if c.cell_type == "code")
+        assert first_code.get("id") == INSTALL_CELL_ID and first_code.source == graded_cell_source()
+        assert "git+" not in first_code.source and "REPOSITORY" not in first_code.source
+        assert BADGE_PREFIX not in text
     pyproject = (out / "package" / "pyproject.toml").read_text()
     assert 'name = "dpolab"' in pyproject and f'version = "{dpolab.__version__}+student"' in pyproject
     # the runtime dependencies of dpolab[lab]

@@ -25,9 +25,15 @@ Without the judge, a hidden test fails its cell (fail closed): ``test_hidden_tes
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -37,6 +43,7 @@ import pytest
 from notebook_tools import ASSIGNMENT, NOTEBOOKS, nbgrader, solved_release, strip_markers
 
 NB1, NB2, NB3, NB4 = (n.removesuffix(".ipynb") for n in NOTEBOOKS)
+BIN = Path(sys.executable).parent
 PLANTED = {
     # one bug per exercise, each confined to one grade cell
     "01_dpo_loss.ipynb": {
@@ -95,6 +102,12 @@ HIDDEN_ONLY = {
 }
 NB1_CELLS = {"test_log_probs", "test_dpo_loss", "test_label_smoothing", "test_reference_free", "test_metrics"}
 HANDED_IN_BY_INCOMPLETE = ("01_dpo_loss.ipynb", "03_preference_data.ipynb")
+GRADE_CELLS = {
+    NB1: {"test_log_probs", "test_dpo_loss", "test_label_smoothing", "test_reference_free", "test_metrics"},
+    NB2: {"test_ipo", "test_kto", "test_kl_estimate", "test_orpo", "test_simpo"},
+    NB3: {"test_pair", "test_scorers", "test_scored_pairs", "test_single_responses", "test_validate_export"},
+    NB4: {"test_concatenated_logps", "test_dpo_train_step", "test_step_metrics"},
+}
 
 
 def _mutation(notebook: str, name: str) -> tuple[str, str]:
@@ -137,18 +150,22 @@ def class_edits() -> dict[str, dict[str, dict | str | None]]:
     }
 
 
-def submit(course: Path, student: str, notebooks: dict) -> None:
+def hand_in(course: Path, student: str, notebooks: dict) -> None:
+    """Answers put straight into ``course/submitted/`` (what ``nbgrader collect`` leaves there)."""
     folder = course / "submitted" / student / ASSIGNMENT
     folder.mkdir(parents=True)
-    release = course / "notebooks" / ASSIGNMENT
+    for name in (n for n, edits in notebooks.items() if edits is not None):
+        shutil.copy(course / "notebooks" / ASSIGNMENT / name, folder / name)
+    answer(folder, {n: e for n, e in notebooks.items() if e is not None})
+
+
+def answer(folder: Path, notebooks: dict) -> None:
+    """A student's fetched copy of the release, answered: edited, untouched or left out."""
     for name, edits in notebooks.items():
         if edits is None:
-            continue
-        if edits == "untouched":
-            nb = nbformat.read(release / name, as_version=4)
-        else:
-            nb = solved_release(name, release, edits)
-        nbformat.write(nb, folder / name)
+            (folder / name).unlink()  # not handed in
+        elif edits != "untouched":
+            nbformat.write(solved_release(name, folder, edits), folder / name)
 
 
 def gradebook_scores(db: Path, students) -> dict[str, dict[str, tuple[float, float]]]:
@@ -173,45 +190,137 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+# The term's nbgrader settings, added to this repository's nbgrader_config.py in the course copy:
+# the exchange (JupyterHub's global config would say the same to the students) and a late policy.
+TERM_CONFIG = """
+c.CourseDirectory.course_id = "dpo-lab"
+c.Exchange.root = {exchange!r}
+c.AssignLatePenalties.plugin_class = "dpolab.autograde.classroom.SubtractPerHour"
+c.SubtractPerHour.points_per_hour = {per_hour}
+"""
+STUDENT_CONFIG = """c = get_config()  # noqa: F821
+c.CourseDirectory.course_id = "dpo-lab"
+c.Exchange.root = {exchange!r}
+"""
+PER_HOUR = 2  # points off each late notebook per hour (or part of one)
+LATE = "planted"  # submits after the deadline
+TWICE = "solved"  # submits the untouched release first, then the answers
+ENROLLED_NOT_SUBMITTED = "zoe"
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} (in {cwd})\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    return proc
+
+
 @pytest.fixture(scope="module")
 def flows(course, tmp_path_factory):
-    """The class graded by plain nbgrader (in ``course``) and by dpolab-grade (into ``out``)."""
-    from dpolab.autograde.cli import main
-
+    """A term on nbgrader's exchange: release, fetch, answer, submit (one student twice, one after
+    the deadline), collect; the class graded by plain nbgrader (in the course) and by dpolab-grade
+    (into ``course/grading``) at the same time; feedback released and fetched; grades exported."""
     tmp = tmp_path_factory.mktemp("flows")
+    exchange = tmp / "exchange"
+    exchange.mkdir()
+    exchange.chmod(0o777)
+    term = tmp / "course"
+    shutil.copytree(course, term, ignore=shutil.ignore_patterns("submitted", "autograded", "feedback"))
+    config = term / "nbgrader_config.py"
+    config.write_text(config.read_text() + TERM_CONFIG.format(exchange=str(exchange), per_hour=PER_HOUR))
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DPOLAB_DEVICE="cpu")
+    env["XDG_CACHE_HOME"] = str(tmp / "cache")  # both flows make and share the fixtures here
+    env.pop("NBGRADER_DB_URL", None)
+    nbgrader_cmd = [str(BIN / "nbgrader")]
+    timings: dict[str, float] = {}
+
+    def instructor(*args: str, cwd: Path = term) -> subprocess.CompletedProcess:
+        start = time.perf_counter()
+        proc = run([*nbgrader_cmd, *args] if args[0] != "dpolab-grade" else [str(BIN / args[0]), *args[1:]],
+                   cwd, env)  # fmt: skip
+        timings[" ".join(args[:2])] = timings.get(" ".join(args[:2]), 0) + time.perf_counter() - start
+        return proc
+
+    def student(sid: str, *args: str) -> Path:
+        home = tmp / "students" / sid
+        if not home.exists():
+            home.mkdir(parents=True)
+            (home / "nbgrader_config.py").write_text(STUDENT_CONFIG.format(exchange=str(exchange)))
+        run([*nbgrader_cmd, *args, "--student", sid], home, dict(env, HOME=str(home)))
+        return home
+
+    # the roster: the class and one enrolled student who never hands anything in
     students = class_edits()
-    for student, notebooks in students.items():
-        submit(course, student, notebooks)
-    out = tmp / "dpolab-grade"
-    codes = {}
+    roster = tmp / "roster.csv"
+    roster.write_text("id,first_name,last_name,email\n" + "".join(
+        f"{s},{s.title()},Student,{s}@example.org\n" for s in [*students, ENROLLED_NOT_SUBMITTED]))  # fmt: skip
+    instructor("db", "student", "import", str(roster))
+    instructor("release_assignment", ASSIGNMENT)
+    with ThreadPoolExecutor(2) as pool:
+        homes = dict(
+            zip(
+                students,
+                pool.map(lambda s: student(s, "fetch_assignment", ASSIGNMENT), students),
+                strict=True,
+            )
+        )
+    for sid, notebooks in students.items():
+        if sid == TWICE:  # first the release as fetched, then the answers
+            student(sid, "submit", ASSIGNMENT)
+        if sid != LATE:
+            answer(homes[sid] / ASSIGNMENT, notebooks)
+            student(sid, "submit", ASSIGNMENT)
+    time.sleep(1.1)
+    due = datetime.now(timezone.utc)
+    time.sleep(1.1)
+    answer(homes[LATE] / ASSIGNMENT, students[LATE])
+    student(LATE, "submit", ASSIGNMENT)
+    instructor("db", "assignment", "add", ASSIGNMENT, f"--duedate={due:%Y-%m-%d %H:%M:%S.%f} UTC")
+    instructor("collect", ASSIGNMENT)
+
+    out = term / "grading"
+    graded: dict[str, subprocess.CompletedProcess] = {}
 
     def dpolab_grade():
-        args = [
-            str(course / "submitted"),
+        graded["dpolab-grade"] = instructor(
+            "dpolab-grade",
+            "submitted",
             "--out",
-            str(out),
-            "--solutions",
-            str(course / "solutions" / ASSIGNMENT),
-        ]
-        codes["dpolab-grade"] = main([*args, "--jobs", "1", "--no-progress"])
+            "grading",
+            "--roster",
+            str(roster),
+            "--jobs",
+            "1",
+            "--no-progress",
+        )
 
-    # The fixtures are made on first use into a cache of this test's own, by whichever flow asks
-    # first (the other waits for them: fixtures.cached_fixtures)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
-        other = threading.Thread(target=dpolab_grade)
-        other.start()
-        nbgrader(course, "autograde", ASSIGNMENT)
-        other.join()
-    assert codes["dpolab-grade"] == 0
+    other = threading.Thread(target=dpolab_grade)
+    other.start()
+    instructor("autograde", ASSIGNMENT)
+    other.join()
+    assert "dpolab-grade" in graded, "dpolab-grade failed (see above)"
+    instructor("release_feedback", ASSIGNMENT, cwd=out)  # OUT's config names the course's exchange
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda s: student(s, "fetch_feedback", ASSIGNMENT), students))
+    instructor("export", "--to", str(tmp / "nbgrader-export.csv"))
+    instructor("dpolab-grade", "export", "grading", "--format", "canvas")
+    print("\nthe term's instructor commands (seconds, summed over calls):")
+    for command, seconds in timings.items():
+        print(f"  {command:<40} {seconds:6.1f}")
     return {
-        "course": course,
+        "course": term,
         "out": out,
+        "tmp": tmp,
+        "env": env,
         "students": students,
-        "plain": gradebook_scores(course / "gradebook.db", students),
+        "homes": homes,
+        "due": due,
+        "timings": timings,
+        "plain": gradebook_scores(term / "gradebook.db", students),
         "cache": tmp / "cache",
         "grades": {r["student_id"]: r for r in read_csv(out / "grades.csv")},
         "cells": {r["student_id"]: r for r in read_csv(out / "cells.csv")},
+        "export": {r["student_id"]: r for r in read_csv(tmp / "nbgrader-export.csv")},
+        "canvas": list(csv.reader(open(out / "canvas.csv", newline=""))),
     }
 
 
@@ -225,8 +334,106 @@ def test_plain_nbgrader_and_dpolab_grade_give_the_same_score_in_every_cell(flows
             if theirs != score:
                 differ.append(f"{student}/{grade_id}: plain nbgrader {score}, dpolab-grade {theirs}")
     assert not differ, "\n".join(differ)
-    for student, cells in flows["plain"].items():  # and the totals of grades.csv
-        assert float(flows["grades"][student]["score"]) == sum(s for s, _ in cells.values()), student
+    for student, cells in flows["plain"].items():  # and the totals of grades.csv, before late penalties
+        assert float(flows["grades"][student]["raw_score"]) == sum(s for s, _ in cells.values()), student
+
+
+def test_grades_csv_agrees_with_nbgrader_export_late_penalties_and_roster_included(flows):
+    """Every enrolled student, with nbgrader export's raw score, penalty and score (plain flow)."""
+    ours, theirs = flows["grades"], flows["export"]
+    assert sorted(ours) == sorted(theirs) == sorted([*flows["students"], ENROLLED_NOT_SUBMITTED])
+    for sid, row in theirs.items():
+        for mine, nbgrader_column in (("raw_score", "raw_score"), ("late_penalty", "late_submission_penalty"),
+                                      ("score", "score"), ("max_score", "max_score")):  # fmt: skip
+            assert float(ours[sid][mine]) == float(row[nbgrader_column]), (sid, mine, ours[sid], row)
+    assert (
+        ours[ENROLLED_NOT_SUBMITTED]["status"] == "missing" and ours[ENROLLED_NOT_SUBMITTED]["score"] == "0"
+    )
+
+
+def test_the_late_student_loses_what_the_policy_says_and_grades_csv_says_how_late(flows):
+    row = flows["grades"][LATE]
+    per_notebook = {}
+    for notebook, cells in [
+        (nb, [c for c in flows["plain"][LATE] if c in GRADE_CELLS[nb]]) for nb in GRADE_CELLS
+    ]:
+        per_notebook[notebook] = sum(flows["plain"][LATE][c][0] for c in cells)
+    late_by = float(row["seconds_late"])
+    assert 1 <= late_by < 60, row  # submitted about a second after the deadline
+    expected = sum(min(score, PER_HOUR) for score in per_notebook.values())  # one started hour
+    assert float(row["late_penalty"]) == expected > 0, (row, per_notebook)
+    assert float(row["score"]) == float(row["raw_score"]) - expected
+    assert "late by 00 h 01 min" not in row["reason"] and "late by 01 min" in row["reason"], row["reason"]
+    assert f"{expected:g} points off" in row["reason"]
+    on_time = {s: r for s, r in flows["grades"].items() if s not in (LATE, ENROLLED_NOT_SUBMITTED)}
+    assert all(r["seconds_late"] == "0" and r["late_penalty"] == "0" for r in on_time.values()), on_time
+
+
+def test_timestamps_are_kept_in_the_gradebook_as_collected(flows):
+    """formgrader and nbgrader export show when each student submitted (the last submission)."""
+    from nbgrader.api import Gradebook
+
+    from dpolab.autograde.classroom import parse_time
+
+    with Gradebook(f"sqlite:///{flows['out'] / 'gradebook.db'}") as gb:
+        assert gb.find_assignment(ASSIGNMENT).duedate == parse_time(
+            f"{flows['due']:%Y-%m-%d %H:%M:%S.%f} UTC"
+        )
+        for sid in flows["students"]:
+            collected = (flows["course"] / "submitted" / sid / ASSIGNMENT / "timestamp.txt").read_text()
+            assert gb.find_submission(ASSIGNMENT, sid).timestamp == parse_time(collected), sid
+            assert flows["grades"][sid]["timestamp"] == f"{parse_time(collected):%Y-%m-%d %H:%M:%S} UTC"
+    assert flows["grades"][TWICE]["score"] == "40"  # the second submission was graded
+
+
+def test_students_fetch_their_feedback_through_the_exchange(flows):
+    for sid, notebooks in flows["students"].items():
+        found = sorted((flows["homes"][sid] / ASSIGNMENT / "feedback").glob("*/*.html"))
+        handed_in = sorted(n.replace(".ipynb", ".html") for n, e in notebooks.items() if e is not None)
+        assert [f.name for f in found] == handed_in, sid
+        for f in found:
+            ours = flows["out"] / "feedback" / sid / ASSIGNMENT / f.name
+            assert f.read_bytes() == ours.read_bytes(), f
+
+
+def test_canvas_export_lists_every_enrolled_student_with_the_score(flows):
+    header, points, *rows = flows["canvas"]
+    assert header == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", ASSIGNMENT]
+    assert points == ["Points Possible", "", "", "", "", "40"]
+    scores = {r[3]: r[5] for r in rows}
+    assert scores == {s: r["score"] for s, r in flows["grades"].items()}
+    assert [r[0] for r in rows if r[3] == ENROLLED_NOT_SUBMITTED] == ["Student, Zoe"]
+
+
+def test_a_manual_grade_appears_in_grades_csv_and_the_lms_export(flows, tmp_path):
+    """As formgrader saves one: a manual score in OUT's gradebook, then dpolab-grade export."""
+    from nbgrader.api import Gradebook
+
+    out = tmp_path / "grading"
+    shutil.copytree(flows["out"], out)
+    sid, cell = "hidden_mistakes", "test_simpo"
+    before = float(flows["grades"][sid]["score"])
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        grade = gb.find_grade(cell, NB2, ASSIGNMENT, sid)
+        assert grade.score == 0 and grade.max_score == 2
+        grade.manual_score = 2
+        gb.db.commit()
+    for fmt in ("canvas", "csv"):
+        run([str(BIN / "dpolab-grade"), "export", str(out), "--format", fmt], tmp_path, flows["env"])
+    grades = {r["student_id"]: r for r in read_csv(out / "grades.csv")}
+    assert float(grades[sid]["score"]) == before + 2
+    assert (
+        read_csv(out / "cells.csv")[[r["student_id"] for r in read_csv(out / "cells.csv")].index(sid)][cell]
+        == "2"
+    )
+    canvas = {r[3]: r[5] for r in list(csv.reader(open(out / "canvas.csv", newline="")))[2:]}
+    assert float(canvas[sid]) == before + 2
+    assert {r["student_id"]: r["score"] for r in read_csv(out / "csv.csv")} == {
+        s: r["score"] for s, r in grades.items()
+    }
+    run([str(BIN / "nbgrader"), "export", "--to", str(tmp_path / "export.csv")], out, flows["env"])
+    exported = {r["student_id"]: float(r["score"]) for r in read_csv(tmp_path / "export.csv")}
+    assert exported == {s: float(r["score"]) for s, r in grades.items()}
 
 
 def test_grade_cells_and_points(flows):
@@ -311,7 +518,7 @@ def test_a_student_missing_notebooks_is_incomplete_with_zero_for_them(flows):
     assert "not handed in (0 points): 02_dpo_variants.ipynb, 04_train_with_dpo.ipynb" in row["reason"]
     cells = flows["cells"]["incomplete"]
     assert cells["test_kto"] == "0" and cells["test_step_metrics"] == "0" and cells["test_metrics"] == "2"
-    statuses = {s: r["status"] for s, r in flows["grades"].items()}
+    statuses = {s: r["status"] for s, r in flows["grades"].items() if s != ENROLLED_NOT_SUBMITTED}
     partial = {"incomplete", "patches_checks", "cheater"}  # the students who left notebooks out
     assert {s for s, v in statuses.items() if v == "incomplete"} == partial, statuses
     assert {v for s, v in statuses.items() if s not in partial} == {"graded"}, statuses
@@ -339,7 +546,7 @@ def test_hidden_tests_fail_closed_without_the_judge(course, tmp_path):
     config.write_text(
         re.sub(r"(?m)^(from dpolab\.autograde\.pipeline import use_judge|use_judge\(c\))$", "", text)
     )
-    submit(plain, "solved", {n: ({} if n.startswith(NB1) else None) for n in NOTEBOOKS})
+    hand_in(plain, "solved", {n: ({} if n.startswith(NB1) else None) for n in NOTEBOOKS})
     nbgrader(plain, "autograde", ASSIGNMENT, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     (scores,) = gradebook_scores(plain / "gradebook.db", ["solved"]).values()
     nb1 = {k: s for k, (s, _) in scores.items() if k in NB1_CELLS}
@@ -413,7 +620,8 @@ def test_formgrader_shows_submissions_scores_and_feedback(flows, flow, shots, tm
         nbgrader(root, "generate_feedback", ASSIGNMENT, "--student", FORMGRADER_STUDENT)
     else:
         root = flows["out"]  # dpolab-grade wrote nbgrader_config.py, autograded/ and feedback/ there
-    expected = {s: float(r["score"]) for s, r in flows["grades"].items()}
+    # formgrader shows each submission's score before late penalties
+    expected = {s: float(r["raw_score"]) for s, r in flows["grades"].items() if r["status"] != "missing"}
     with jupyterlab(root, tmp_path) as (url, token, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         # formgrader inside JupyterLab: the Nbgrader menu opens it in a panel
@@ -505,9 +713,11 @@ def test_class_report_numbers_match_the_csvs(flows):
     summary = dict(zip(head, summary, strict=True))
     statuses = [r["status"] for r in grades.values()]
     scores = [float(r["score"]) for r in grades.values()]
-    assert int(summary["students"]) == len(grades) == 7
-    assert [int(summary[s]) for s in ("graded", "incomplete", "ungradable")] == [
-        statuses.count(s) for s in ("graded", "incomplete", "ungradable")
+    assert (
+        int(summary["students"]) == len(grades) == 8
+    )  # the class and the enrolled student who did not submit
+    assert [int(summary[s]) for s in ("graded", "incomplete", "ungradable", "missing")] == [
+        statuses.count(s) for s in ("graded", "incomplete", "ungradable", "missing")
     ]
     assert float(summary["mean score"]) == pytest.approx(sum(scores) / len(scores), abs=0.005)
     assert float(summary["max score"]) == 40

@@ -149,11 +149,14 @@ def _due_in_gradebook(db_url: str, assignment: str) -> datetime | None:
     path = Path(db_url.removeprefix("sqlite:///"))
     if not path.is_file():
         return None
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    # read-only; waits for a writer (plain nbgrader grading in the same course) to commit
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60) as db:
+        try:
             row = db.execute("SELECT duedate FROM assignment WHERE name = ?", (assignment,)).fetchone()
-    except sqlite3.Error:
-        return None
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):
+                return None  # an empty file, not a gradebook yet
+            raise
     return parse_time(row[0]) if row and row[0] else None
 
 

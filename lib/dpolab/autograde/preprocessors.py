@@ -16,13 +16,16 @@ records, and the grader judges them against the fixtures once the kernel has ret
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
 from pathlib import Path
 
 from nbconvert.preprocessors import Preprocessor
-from nbgrader.preprocessors import Execute
+from nbgrader.api import MissingEntry
+from nbgrader.preprocessors import ClearHiddenTests, Execute, OverwriteCells
+from nbgrader.utils import compute_checksum
 from traitlets import Bool, Integer, Unicode
 
 from .records import ENV
@@ -223,3 +226,42 @@ class JudgeRecords(Preprocessor):
                 f.write(
                     json.dumps({"notebook": self._notebook, "cell": grade_id, "failures": failures}) + "\n"
                 )
+
+
+class RestoreHiddenTests(OverwriteCells):
+    """nbgrader's ``OverwriteCells``, without a false alarm on every test cell.
+
+    A locked test cell is restored from the gradebook, which holds the source version with its
+    hidden tests; the release's copy lacks them, so nbgrader logs "Attribute 'checksum' ... has
+    changed!" for every cell with hidden tests of every submission, even an untouched one (18
+    lines per student here). The warning stays for a cell that is neither the source nor the
+    release: real tampering. The cell is restored either way, as nbgrader does.
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        self._released = None
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id is not None:
+            try:
+                source = self.gradebook.find_source_cell(grade_id, self.notebook_id, self.assignment_id)
+            except MissingEntry:
+                source = None
+            if source is not None and source.locked:
+                released = copy.deepcopy(cell)
+                released.source = source.source
+                ClearHiddenTests()._remove_hidden_test_region(released)
+                self._released = compute_checksum(released)
+        return super().preprocess_cell(cell, resources, cell_index)
+
+    def report_change(self, name, attr, old, new):
+        if attr == "checksum" and new == self._released:
+            self.log.debug("Cell %s is the release's: its hidden tests are restored", name)
+            return
+        super().report_change(name, attr, old, new)
+
+
+def sanitize_preprocessors() -> list:
+    """nbgrader 0.9's ``Autograde.sanitize_preprocessors`` with :class:`RestoreHiddenTests`."""
+    from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteKernelspec
+
+    return [ClearOutput, DeduplicateIds, OverwriteKernelspec, RestoreHiddenTests, CheckCellMetadata]

@@ -52,7 +52,7 @@ def config(spec: dict, limits: Limits):
     from traitlets.config import Config
 
     from .pipeline import autograde_preprocessors, feedback_preprocessors
-    from .preprocessors import LimitOutputSize
+    from .preprocessors import LimitOutputSize, sanitize_preprocessors
 
     course = Path(spec["unit"]) / "course"
     c = Config()
@@ -70,6 +70,7 @@ def config(spec: dict, limits: Limits):
         c.KernelManager.transport = "ipc"
         c.KernelManager.ip = str(Path(spec["ipc_dir"]) / "k")
     # the same pipelines as plain nbgrader with the judge (pipeline.use_judge), plus the output cap
+    c.Autograde.sanitize_preprocessors = sanitize_preprocessors()
     c.Autograde.autograde_preprocessors = autograde_preprocessors(LimitOutputSize)
     c.GenerateFeedback.preprocessors = feedback_preprocessors(LimitOutputSize)
     return c
