@@ -435,6 +435,16 @@ def test_ungradable_reasons_are_logged(graded):
             assert re.search(rf"WARNING {student}: ungradable", log), student
 
 
+def test_checksum_warnings_only_for_edited_test_cells(graded):
+    """nbgrader warns "Attribute 'checksum' ... has changed!" for a test cell the student edited,
+    not for the release's test cells, whose hidden tests are restored quietly (RestoreHiddenTests)."""
+    logs = graded["p"]["out"] / "logs"
+    warned = {p.parent.name for p in logs.glob(f"*/{NB}.log") if "Attribute 'checksum'" in p.read_text()}
+    assert warned == {"edited_test"}, warned
+    edited = (logs / "edited_test" / f"{NB}.log").read_text()
+    assert "Attribute 'checksum' for cell test_metrics has changed!" in edited
+
+
 def test_output_is_capped(graded):
     html = graded["p"]["out"] / "feedback" / "prints_50mb" / ASSIGNMENT / f"{NB}.html"
     assert html.stat().st_size < 2_000_000

@@ -331,6 +331,8 @@ def test_merge_refuses_shards_of_different_solutions_or_n(shard_copies, tmp_path
     assert "a different number of shards N" in err
     edit_manifest(shard_copies[2], of=SHARDS, assignment="lab_other")
     assert "different assignments" in refused(shard_copies, tmp_path / "merged", capsys)
+    edit_manifest(shard_copies[2], assignment=ASSIGNMENT, due="2026-12-01 17:00:00 UTC")  # one with --due
+    assert "different due dates" in refused(shard_copies, tmp_path / "merged", capsys)
 
 
 def test_merge_refuses_to_write_over_a_shard_or_another_folder(shard_copies, tmp_path, capsys):

@@ -1,22 +1,31 @@
-"""Grading is right through every door an instructor uses (issue 13).
+"""An instructor's term, graded right through every door (issues 13 and 17).
 
-One class is graded twice: by plain ``nbgrader autograde`` in a copy of this course (this
-repository's ``nbgrader_config.py``, which registers the judge; formgrader's Autograde button
-runs the same app) and by ``dpolab-grade``. Both must give every student the same score in every
-grade cell. The class:
+The class lives a term on nbgrader's exchange, each step the command an instructor (or a
+student) types: ``nbgrader db student import`` (the roster), ``release_assignment``; each student
+``fetch_assignment``, answers, ``submit`` (``solved`` twice: the untouched release, then the
+answers; ``planted`` after the deadline); ``db assignment add --duedate``; ``collect``. Then the
+class is graded twice at the same time: by plain ``nbgrader autograde`` in the course (this
+repository's ``nbgrader_config.py``, which registers the judge, plus the term's exchange and a
+late policy, ``SubtractPerHour``; formgrader's Autograde button runs the same app) and by
+``dpolab-grade submitted --out grading --roster ...`` run in the course folder. Both must give
+every student the same score in every grade cell, and ``grades.csv`` the same raw score, late
+penalty and score as ``nbgrader export``. Feedback goes back with ``nbgrader release_feedback``
+run in ``grading/``, each student's ``fetch_feedback`` finds it, and ``dpolab-grade export`` writes
+the Canvas file (a manual grade made afterwards shows in it). The class:
 
-``solved``           every answer right: 40/40
+``solved``           every answer right: 40/40 (submits twice)
 ``untouched``        the release as handed out: 0
-``planted``          one visible mistake per exercise (the visible tests catch them)
+``planted``          one visible mistake per exercise (the visible tests catch them); late
 ``hidden_mistakes``  one mistake per notebook that only the hidden tests catch: without a judge
-                     these keep their points (the bug this issue fixes)
+                     these keep their points
 ``patches_checks``   notebook 01's answer patches ``torch.allclose``, ``abs``, ... and has a bug
                      (hands in notebook 01 only)
 ``cheater``          answers that import the reference (hands in notebooks 01 and 04 only)
 ``incomplete``       hands in notebooks 01 and 03 only: 0 for 02 and 04, ``incomplete``
+``zoe``              enrolled (the roster), hands nothing in: ``missing``, 0
 
 Plain nbgrader runs without the sandbox (the kernel can read what the grading user can); that is
-said in the README, and ``dpolab-grade`` is the safe path. The two runs go at the same time (plain
+said in the docs, and ``dpolab-grade`` is the safe path. The two runs go at the same time (plain
 nbgrader grades one notebook at a time; ``dpolab-grade --jobs 1`` beside it), each on one core.
 
 Without the judge, a hidden test fails its cell (fail closed): ``test_hidden_tests_fail_closed_without_the_judge``.
@@ -245,7 +254,10 @@ def flows(course, tmp_path_factory):
         if not home.exists():
             home.mkdir(parents=True)
             (home / "nbgrader_config.py").write_text(STUDENT_CONFIG.format(exchange=str(exchange)))
+        start = time.perf_counter()
         run([*nbgrader_cmd, *args, "--student", sid], home, dict(env, HOME=str(home)))
+        key = f"(students) {args[0]}"
+        timings[key] = timings.get(key, 0) + time.perf_counter() - start
         return home
 
     # the roster: the class and one enrolled student who never hands anything in
@@ -295,7 +307,7 @@ def flows(course, tmp_path_factory):
 
     other = threading.Thread(target=dpolab_grade)
     other.start()
-    instructor("autograde", ASSIGNMENT)
+    autograde = instructor("autograde", ASSIGNMENT)
     other.join()
     assert "dpolab-grade" in graded, "dpolab-grade failed (see above)"
     instructor("release_feedback", ASSIGNMENT, cwd=out)  # OUT's config names the course's exchange
@@ -321,6 +333,7 @@ def flows(course, tmp_path_factory):
         "cells": {r["student_id"]: r for r in read_csv(out / "cells.csv")},
         "export": {r["student_id"]: r for r in read_csv(tmp / "nbgrader-export.csv")},
         "canvas": list(csv.reader(open(out / "canvas.csv", newline=""))),
+        "autograde_log": autograde.stdout + autograde.stderr,
     }
 
 
@@ -367,6 +380,12 @@ def test_the_late_student_loses_what_the_policy_says_and_grades_csv_says_how_lat
     assert f"{expected:g} points off" in row["reason"]
     on_time = {s: r for s, r in flows["grades"].items() if s not in (LATE, ENROLLED_NOT_SUBMITTED)}
     assert all(r["seconds_late"] == "0" and r["late_penalty"] == "0" for r in on_time.values()), on_time
+
+
+def test_plain_autograde_warns_of_no_checksum_when_no_test_cell_was_edited(flows):
+    """No student of the class edits a test cell: nbgrader's "checksum has changed" is for real edits."""
+    assert "Attribute 'checksum'" not in flows["autograde_log"]
+    assert "Autograding" in flows["autograde_log"] or "autograde" in flows["autograde_log"].lower()
 
 
 def test_timestamps_are_kept_in_the_gradebook_as_collected(flows):
@@ -631,6 +650,13 @@ def test_formgrader_shows_submissions_scores_and_feedback(flows, flow, shots, tm
         frame = page.frame_locator("iframe").first
         frame.get_by_text(ASSIGNMENT).first.wait_for(timeout=30_000)
         _shot(page, shots, f"{flow}-1-formgrader-in-jupyterlab")
+
+        # the assignment, with every submission counted (dpolab-grade keeps them in OUT/submitted/)
+        page.goto(f"{url}/formgrader/manage_assignments?token={token}")
+        page.wait_for_selector("td.num-submissions", timeout=30_000)
+        page.wait_for_function("document.querySelector('td.num-submissions').textContent.trim() !== ''")
+        assert page.inner_text("td.num-submissions").strip() == str(len(flows["students"]))
+        _shot(page, shots, f"{flow}-1b-assignments")
 
         # the class: every student with the score both flows gave
         page.goto(f"{url}/formgrader/manage_submissions/{ASSIGNMENT}?token={token}")
