@@ -1,12 +1,17 @@
 """Every promise an exercise's spec makes is broken by at least one mutation of the mutation suite.
 
 ``tests/promises/<notebook stem>.md`` lists, one table row per promise, what the spec tells the
-student a result must be, where it says so, and the mutations (pytest ids of the ``MISTAKES``
-cases, in backticks) that break it:
+student a result must be, where it says so, the words of the *student release* that say it
+(``told``: one or more quotes in “…”, each found verbatim in ``notebooks/<assignment>/<stem>.ipynb``:
+its markdown, a stub's docstring or a visible test's message), and the mutations (pytest ids of
+the ``MISTAKES`` cases, in backticks) that break it:
 
-    | id | promise | where | mutations |
-    | --- | --- | --- | --- |
-    | 01-P07 | 0 for a row with no response tokens | Exercise 1 | `01-logps-empty-row-nan` |
+    | id | promise | where | told | mutations |
+    | --- | --- | --- | --- | --- |
+    | 01-P07 | 0 for a row with no response tokens | Exercise 1 | “a row with no response tokens gives 0” | `01-logps-empty-row-nan` |
+
+A hidden test grades only what the student was told: a promise whose words are not in the
+release is either written into the student's text or its hidden check goes.
 
 The mutations are collected from the module-level ``MISTAKES`` list of every
 ``tests/test_hidden_tests_*.py``, so a new notebook's suite and promise list are picked up
@@ -25,7 +30,10 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 PROMISES = TESTS / "promises"
-HEADER = ["id", "promise", "where", "mutations"]
+RELEASE = TESTS.parent / "notebooks" / "lab_3_1_5_dpo"
+HEADER = ["id", "promise", "where", "told", "mutations"]
+QUOTE = re.compile(r"“([^”]+)”")
+MIN_QUOTE_CHARS = 12  # a quote says something: "Returns" alone is not a promise
 # The notebooks whose every mutation must also appear in their promise list (the reverse check).
 FULLY_LISTED = ("01", "02", "03")
 
@@ -118,10 +126,60 @@ def test_every_mutation_belongs_to_a_promise(notebook):
 def test_the_checker_reads_tables_with_escaped_pipes(tmp_path):
     path = tmp_path / "99_example.md"
     path.write_text(
-        "# x\n\n| id | promise | where | mutations |\n| --- | --- | --- | --- |\n"
-        "| 99-P01 | finite for \\|x\\| up to 1e3 | cell 3 | `99-a`, `99-b` |\n\ntext\n",
+        "# x\n\n| id | promise | where | told | mutations |\n| --- | --- | --- | --- | --- |\n"
+        "| 99-P01 | finite for \\|x\\| up to 1e3 | cell 3 | “for \\|β·h\\| up to 1e3” | `99-a`, `99-b` |\n\ntext\n",
         encoding="utf-8",
     )
     (row,) = promise_rows(path)
     assert row["promise"] == "finite for \\|x\\| up to 1e3"
+    assert quotes(row) == ["for |β·h| up to 1e3"]
     assert re.findall(r"`([^`]+)`", row["mutations"]) == ["99-a", "99-b"]
+
+
+# --------------------------------------------------------------------------- told, then graded
+def normalised(text: str) -> str:
+    """Whitespace runs as one space: a quote may span the line breaks of a markdown cell."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def quotes(row: dict[str, str]) -> list[str]:
+    return [q.replace("\\|", "|") for q in QUOTE.findall(row["told"])]
+
+
+def student_text(notebook: Path) -> str:
+    """Everything a student reads in a release notebook: every cell's source, normalised."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    return normalised("\n".join(cell.source for cell in nb.cells))
+
+
+def untold(path: Path, text: str) -> list[str]:
+    """``id: what is wrong`` for every promise of ``path`` without a quote found in ``text``."""
+    problems = []
+    for row in promise_rows(path):
+        found = quotes(row)
+        if not found:
+            problems.append(f"{row['id']}: no quote of the student release in the 'told' column")
+        for q in found:
+            if len(q) < MIN_QUOTE_CHARS:
+                problems.append(f"{row['id']}: quote too short to state a promise: “{q}”")
+            elif normalised(q) not in text:
+                problems.append(f"{row['id']}: not in {RELEASE.name}/{path.stem}.ipynb: “{q}”")
+    return problems
+
+
+@pytest.mark.parametrize("path", PROMISE_FILES, ids=lambda p: p.stem)
+def test_every_promise_quotes_the_student_release(path):
+    problems = untold(path, student_text(RELEASE / f"{path.stem}.ipynb"))
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+def test_the_quote_check_fails_when_a_quoted_sentence_is_removed():
+    """Each notebook: take the first promise's first quote out of the release's text, and the
+    check names that promise."""
+    for path in PROMISE_FILES:
+        row = promise_rows(path)[0]
+        (first, *_) = quotes(row) or ["(no quote)"]
+        text = student_text(RELEASE / f"{path.stem}.ipynb").replace(normalised(first), "")
+        assert any(p.startswith(f"{row['id']}:") for p in untold(path, text)), path.name
