@@ -1,5 +1,5 @@
 # The two commands of the README, and the course author's helpers.
-#   make lab    install what the lab needs and open JupyterLab on notebooks/
+#   make lab    install what the lab needs and open Part 1 in the student's JupyterLab
 #   make test   install the test extras and run the whole test suite
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,11 +7,22 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test lint format bench bench-train release gpu-check graded-course
+.PHONY: lab student-lab test lint format bench bench-train release gpu-check graded-course
+
+# The student's JupyterLab: Part 1 open and, where nbgrader is installed, its student tools only
+# (binder/student-jupyter-config turns off Create Assignment, Formgrader and Courses; a plain
+# `jupyter lab` keeps them). `make student-lab` opens it without the set-up; LAB_ARGS adds
+# options (tests/test_student_lab.py: a port, a token, no browser).
+STUDENT_CONFIG := $(abspath binder/student-jupyter-config)
+LAB_ARGS ?=
 
 lab:
 	VENV=$(VENV) scripts/setup.sh lab
-	$(BIN)/jupyter lab notebooks/ $(ROOT_FLAG)
+	@$(MAKE) --no-print-directory student-lab
+
+student-lab:
+	JUPYTER_CONFIG_PATH="$(STUDENT_CONFIG)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+	  $(BIN)/jupyter lab notebooks/lab_3_1_5_dpo/01_dpo_loss.ipynb $(ROOT_FLAG) $(LAB_ARGS)
 
 # Two pytest workers, each taking whole test files (a file's fixtures are built once): most
 # tests run one kernel at a time, so two keep a 2-core machine busy. PYTEST_WORKERS=0: one process.

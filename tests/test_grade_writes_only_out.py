@@ -3,7 +3,7 @@
 The course holds what an instructor's does mid-term: ``source/``, ``release/``, ``submitted/``
 (with nbgrader's ``timestamp.txt``), ``autograded/`` and ``feedback/`` of plain nbgrader, a
 gradebook with the assignment's due date, and ``nbgrader_config.py``. ``dpolab-grade`` is run
-there as the README says (the current folder is the course), with ``HOME`` and ``TMPDIR`` of
+there as docs/instructors.md says (the current folder is the course), with ``HOME`` and ``TMPDIR`` of
 the test's own: after a normal run, a rerun, ``--force``, two shards and their merge, every file
 outside the OUT folders is the same byte for byte, the temporary folder is empty again (no
 scratch folder left) and ``HOME`` holds nothing but the fixtures' cache.

@@ -34,6 +34,7 @@ Without the judge, a hidden test fails its cell (fail closed): ``test_hidden_tes
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -315,6 +316,7 @@ def flows(course, tmp_path_factory):
         list(pool.map(lambda s: student(s, "fetch_feedback", ASSIGNMENT), students))
     instructor("export", "--to", str(tmp / "nbgrader-export.csv"))
     instructor("dpolab-grade", "export", "grading", "--format", "canvas")
+    (tmp / "timings.json").write_text(json.dumps(timings, indent=1))  # for the record: pytest keeps tmp
     print("\nthe term's instructor commands (seconds, summed over calls):")
     for command, seconds in timings.items():
         print(f"  {command:<40} {seconds:6.1f}")

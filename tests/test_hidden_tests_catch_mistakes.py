@@ -340,6 +340,10 @@ PERTURB = """\
                     if i % 5 == 0 and self.rng.random() > 0.5:
                         out.append(self.rng.choice(FILLERS))
 """
+PERTURB_FALLBACK = """\
+                if len(out) == len(words):  # nothing inserted: make sure the text changes
+                    out.insert(1, self.rng.choice(FILLERS))
+"""
 SHUFFLE_FALLBACK = """\
                 if shuffled == sentences:  # same order (or one sentence): reverse instead
                     shuffled = sentences[::-1] if len(sentences) > 1 else [" ".join(words[::-1])]
@@ -380,7 +384,7 @@ MISTAKES = [
     case(NB2, "kl-not-clamped", KL, ".mean().clamp(min=0).detach()", ".mean().detach()", {T_KL}),
     case(NB2, "kl-not-detached", KL, ".mean().clamp(min=0).detach()", ".mean().clamp(min=0)", {T_KL}),
     # ---- 02 KTO
-    case(NB2, "kto-draft-logsigmoid", KTO, KTO_TERMS, body("""
+    case(NB2, "kto-logsigmoid-z0-outside-beta", KTO, KTO_TERMS, body("""
         gain = self.desirable_weight * -F.logsigmoid(self.beta * r - z0)
         loss = self.undesirable_weight * -F.logsigmoid(z0 - self.beta * r)
     """), {T_KTO}),
@@ -394,7 +398,7 @@ MISTAKES = [
     case(NB2, "kto-labels-not-made-bool", KTO, "device=r.device).bool()", "device=r.device)", {T_KTO}),
     # ---- 02 ORPO
     case(NB2, "orpo-summed-logps", ORPO, AVERAGES, "        chosen_avg = chosen_tok.sum(-1)\n        rejected_avg = rejected_tok.sum(-1)\n", {T_ORPO}),
-    case(NB2, "orpo-naive-odds-draft-clamp", ORPO, LOG_ODDS, body("""
+    case(NB2, "orpo-naive-odds-clamp-1e-6", ORPO, LOG_ODDS, body("""
         x = avg_logps.clamp(max=-1e-6)
         return x - torch.log1p(-torch.exp(x))
     """, 12), {T_ORPO}),
@@ -457,6 +461,7 @@ MISTAKES = [
     # ---- 02 estimate_kl
     case(NB2, "kl-clamped-per-example", KL, "(policy_kl_logps - ref_kl_logps).mean().clamp(min=0)", "(policy_kl_logps - ref_kl_logps).clamp(min=0).mean()", {T_KL}),
     case(NB2, "kl-sum", KL, ".mean().clamp(min=0).detach()", ".sum().clamp(min=0).detach()", {T_KL}),
+    case(NB2, "kl-returns-python-float", KL, ".mean().clamp(min=0).detach()", ".mean().clamp(min=0).item()", {T_KL}),
     # ---- 02 KTO
     case(NB2, "kto-naive-sigmoid", KTO, KTO_TERMS, body("""
         def sigmoid(x):
@@ -466,6 +471,8 @@ MISTAKES = [
         loss = self.undesirable_weight * (1 - sigmoid(self.beta * (z0 - r)))
     """), {T_KTO}),
     case(NB2, "kto-no-upcast", KTO, KTO_UPCAST, "r = log_ratios", {T_KTO}),
+    case(NB2, "kto-kl-estimate-assumed-tensor", KTO, "z0 = torch.as_tensor(kl_estimate, dtype=r.dtype, device=r.device).detach().clamp(min=0)",
+         "z0 = kl_estimate.detach().clamp(min=0)", {T_KTO}),
     # ---- 02 ORPO
     case(NB2, "orpo-average-no-guard", ORPO, AVERAGES, AVERAGES.replace(".clamp(min=1)", ""), {T_ORPO}),
     case(NB2, "orpo-log-of-sigmoid", ORPO, "orpo_loss = -F.logsigmoid(log_odds_ratio).mean()", "orpo_loss = -torch.log(torch.sigmoid(log_odds_ratio)).mean()", {T_ORPO}),
@@ -532,6 +539,14 @@ MISTAKES = [
     """, 12), {SINGLE}),
     case(NB3, "export-every-field", GEN, '[{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]',
          "[p.to_dict() for p in pairs]", {VALIDATE}),
+    # ---- 03: the rules the 3b text spells out (odd n, word 0, FILLERS, the fallbacks)
+    case(NB3, "pairs-odd-middle-with-itself", GEN, "for i in range(len(ranked) // 2):", "for i in range((len(ranked) + 1) // 2):", {SCORED}),
+    case(NB3, "perturb-counts-from-1", GEN, "if i % 5 == 0 and self.rng.random() > 0.5:", "if (i + 1) % 5 == 0 and self.rng.random() > 0.5:", {SINGLE}),
+    case(NB3, "perturb-own-filler", GEN, "out.append(self.rng.choice(FILLERS))", 'out.append("uh")', {SINGLE}),
+    case(NB3, "perturb-no-fallback", GEN, PERTURB_FALLBACK, "", {SINGLE}),
+    case(NB3, "perturb-fallback-at-end", GEN, "out.insert(1, self.rng.choice(FILLERS))", "out.append(self.rng.choice(FILLERS))", {SINGLE}),
+    case(NB3, "shuffle-one-sentence-unchanged", GEN, 'shuffled = sentences[::-1] if len(sentences) > 1 else [" ".join(words[::-1])]',
+         "shuffled = sentences[::-1]", {SINGLE}),
 ]  # fmt: skip
 
 
@@ -770,6 +785,48 @@ ALTERNATIVES = [
     """)),
     case(NB1, "metrics-python-floats", DPO, "        return loss, metrics\n",
          "        return loss, {name: value.item() for name, value in metrics.items()}\n"),
+    # ---------------- round 3: from the student text alone (Exercise 1's spec and hints)
+    # F.cross_entropy with ignore_index: the masked positions are ignored, an empty row sums to 0
+    case(NB1, "logps-cross-entropy-ignore-index", DPO, LOG_PROBS, body("""
+        x = logits[:, :-1]
+        if x.dtype in (torch.float16, torch.bfloat16):  # at least float32
+            x = x.float()
+        targets = labels[:, 1:].masked_fill(loss_mask[:, 1:] == 0, -100)
+        nll = F.cross_entropy(x.reshape(-1, x.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none")
+        return -nll.view(targets.shape).sum(dim=-1)
+    """)),
+    # one pair at a time, metrics as Python floats, one reference logit alone refused (the text allows it)
+    case(NB1, "forward-loop-over-pairs-float-metrics", DPO, FORWARD, body("""
+        if (reference_chosen_logits is None) != (reference_rejected_logits is None):
+            raise ValueError("pass both reference logits or neither")
+        use_ref = not self.reference_free and reference_chosen_logits is not None
+        pc = self.compute_log_probs(policy_chosen_logits, chosen_labels, chosen_mask)
+        pr = self.compute_log_probs(policy_rejected_logits, rejected_labels, rejected_mask)
+        if use_ref:
+            with torch.no_grad():
+                rc = self.compute_log_probs(reference_chosen_logits, chosen_labels, chosen_mask)
+                rr = self.compute_log_probs(reference_rejected_logits, rejected_labels, rejected_mask)
+        eps, n = self.label_smoothing, pc.shape[0]
+        losses, chosen, rejected, wins = [], [], [], 0
+        for i in range(n):
+            c = self.beta * (pc[i] - rc[i]) if use_ref else self.beta * pc[i]
+            r = self.beta * (pr[i] - rr[i]) if use_ref else self.beta * pr[i]
+            losses.append(-(1 - eps) * F.logsigmoid(c - r) - eps * F.logsigmoid(r - c))
+            chosen.append(c.item())
+            rejected.append(r.item())
+            wins += chosen[-1] > rejected[-1]
+        loss = sum(losses) / n
+        metrics = {
+            "loss": loss.item(),
+            "accuracy": wins / n,
+            "chosen_reward": sum(chosen) / n,
+            "rejected_reward": sum(rejected) / n,
+            "reward_margin": sum(c - r for c, r in zip(chosen, rejected)) / n,
+            "chosen_log_prob": pc.mean().item(),
+            "rejected_log_prob": pr.mean().item(),
+        }
+        return loss, metrics
+    """)),
     # ---- 02
     case(NB2, "ipo-float64-throughout", IPO, Block(0), body("""
         margin = chosen_log_ratio.double() - rejected_log_ratio.double()
@@ -792,6 +849,98 @@ ALTERNATIVES = [
          "F.binary_cross_entropy_with_logits(self.beta * margin - self.gamma, torch.ones_like(margin))"),
     case(NB2, "simpo-gamma-over-beta-inside", SIMPO, "self.beta * margin - self.gamma", "self.beta * (margin - self.gamma / self.beta)"),
     case(NB2, "simpo-float64-throughout", SIMPO, "margin.to(torch.promote_types(margin.dtype, torch.float32))", "margin.double()"),
+    # ---- 02, written from the student's text in other styles: loops, a float or a tensor kl_estimate, the safe torch.where
+    case(NB2, "ipo-python-loop", IPO, Block(0), body("""
+        total = 0.0
+        for r_w, r_l in zip(chosen_log_ratio, rejected_log_ratio):
+            r_w, r_l = (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for v in (r_w, r_l))
+            total = total + (r_w - r_l - 0.5 / self.beta) ** 2
+        return total / len(chosen_log_ratio)
+    """)),
+    case(NB2, "kl-torch-maximum", KL, Block(0), body("""
+        mean_log_ratio = (policy_kl_logps - ref_kl_logps).mean().detach()
+        return torch.maximum(mean_log_ratio, torch.zeros_like(mean_log_ratio))
+    """, 4)),
+    case(NB2, "kl-python-loop", KL, Block(0), body("""
+        total = 0.0
+        for p, q in zip(policy_kl_logps.tolist(), ref_kl_logps.tolist()):
+            total += p - q
+        return torch.tensor(max(0.0, total / len(policy_kl_logps)), device=policy_kl_logps.device)
+    """, 4)),
+    case(NB2, "kl-where-on-sums", KL, Block(0), body("""
+        with torch.no_grad():
+            z0 = (policy_kl_logps.sum() - ref_kl_logps.sum()) / policy_kl_logps.numel()
+            return torch.where(z0 > 0, z0, torch.zeros_like(z0))
+    """, 4)),
+    case(NB2, "kto-kl-tensor-or-float-index-assign", KTO, Block(0), body("""
+        r = log_ratios.float() if log_ratios.dtype in (torch.float16, torch.bfloat16) else log_ratios
+        if isinstance(kl_estimate, torch.Tensor):
+            z0 = kl_estimate.detach().to(device=r.device, dtype=r.dtype)
+        else:
+            z0 = torch.tensor(float(kl_estimate), device=r.device, dtype=r.dtype)
+        z0 = z0.clamp(min=0.0)
+        desirable = torch.as_tensor(is_desirable, device=r.device) != 0
+        per_example = torch.empty_like(r)
+        per_example[desirable] = self.desirable_weight * (1 - torch.sigmoid(self.beta * (r[desirable] - z0)))
+        per_example[~desirable] = self.undesirable_weight * (1 - torch.sigmoid(self.beta * (z0 - r[~desirable])))
+        return per_example.mean()
+    """)),
+    case(NB2, "kto-kl-as-float", KTO, Block(0), body("""
+        r = log_ratios.to(torch.promote_types(log_ratios.dtype, torch.float32))
+        z0 = max(0.0, float(kl_estimate))  # a Python float: detached, whatever kl_estimate was
+        desirable = torch.as_tensor(is_desirable, device=r.device) != 0
+        gain = self.desirable_weight * torch.sigmoid(self.beta * (z0 - r))
+        loss = self.undesirable_weight * torch.sigmoid(self.beta * (r - z0))
+        return torch.where(desirable, gain, loss).mean()
+    """)),
+    case(NB2, "orpo-safe-where-clamped-branches", ORPO, LOG1MEXP_BODY, body("""
+        near = x > -math.log(2)
+        near_x = x.clamp(min=-math.log(2))  # the expm1 formula's own domain
+        far_x = x.clamp(max=-math.log(2))  # the log1p formula's own domain
+        return torch.where(near, torch.log(-torch.expm1(near_x)), torch.log1p(-torch.exp(far_x)))
+    """, 12)),
+    case(NB2, "orpo-per-row-loop", ORPO, Block(0), body("""
+        def token_logps(logits, labels, mask):
+            logits = logits[:, :-1]
+            if logits.dtype in (torch.float16, torch.bfloat16):
+                logits = logits.float()
+            logps = -F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="none")
+            keep = mask[:, 1:].to(logps.dtype)
+            return logps * keep, keep
+
+        def log_odds(avg):
+            x = torch.clamp(avg, max=-1e-30)
+            if x.item() > -math.log(2):  # one formula per row: nothing infinite is ever computed
+                return x - torch.log(-torch.expm1(x))
+            return x - torch.log1p(-torch.exp(x))
+
+        chosen_tok, chosen_keep = token_logps(chosen_logits, chosen_labels, chosen_mask)
+        rejected_tok, rejected_keep = token_logps(rejected_logits, rejected_labels, rejected_mask)
+        ratios = []
+        for i in range(chosen_tok.shape[0]):
+            chosen_avg = chosen_tok[i].sum() / max(chosen_keep[i].sum().item(), 1.0)
+            rejected_avg = rejected_tok[i].sum() / max(rejected_keep[i].sum().item(), 1.0)
+            ratios.append(log_odds(chosen_avg) - log_odds(rejected_avg))
+        log_odds_ratio = torch.stack(ratios)
+        sft_loss = -chosen_tok.sum() / max(chosen_keep.sum().item(), 1.0)
+        orpo_loss = F.softplus(-log_odds_ratio).mean()
+        total_loss = sft_loss + self.lambda_orpo * orpo_loss
+        metrics = {
+            "sft_loss": sft_loss,
+            "orpo_loss": orpo_loss,
+            "total_loss": total_loss,
+            "log_odds_ratio": log_odds_ratio.mean(),
+            "accuracy": (log_odds_ratio > 0).float().mean(),
+        }
+        return total_loss, {name: value.detach() for name, value in metrics.items()}
+    """)),
+    case(NB2, "simpo-python-loop", SIMPO, Block(0), body("""
+        losses = []
+        for w, l in zip(chosen_avg_log_probs, rejected_avg_log_probs):
+            w, l = (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for v in (w, l))
+            losses.append(F.softplus(self.gamma - self.beta * (w - l)))
+        return torch.stack(losses).mean()
+    """)),
     # ---- 03
     case(NB3, "rng-private-name", GEN, RNG, "self._random = random.Random(seed)", edits=[
         ("self.rng.shuffle(shuffled)", "self._random.shuffle(shuffled)"),
@@ -804,8 +953,127 @@ ALTERNATIVES = [
          "out.append(FILLERS[self.rng.randrange(len(FILLERS))])"),
     case(NB3, "scored-pairs-negative-score-key", GEN, "sorted(records, key=lambda r: r[score_key], reverse=True)",
          "sorted(records, key=lambda r: -r[score_key])"),
-    # The spec does not say whether the 10 characters are counted before or after strip(): both are accepted.
+    # The 3b text lets the 10 characters be counted before or after strip(): both are accepted.
     case(NB3, "validate-length-after-strip", GEN, LENGTHS, "len(p.chosen.strip()) >= 10 and len(p.rejected.strip()) >= 10"),
+    # ---- 03: more answers written from the student's text alone
+    case(NB3, "to-dict-explicit-keys", PAIR, Block(0), body("""
+        metadata = self.metadata
+        if metadata is None:
+            metadata = {}
+        return dict(prompt=self.prompt, chosen=self.chosen, rejected=self.rejected,
+                    chosen_score=self.chosen_score, rejected_score=self.rejected_score, metadata=metadata)
+    """)),
+    case(NB3, "to-dict-fields-loop", PAIR, Block(0), body("""
+        from dataclasses import fields
+
+        out = {}
+        for field in fields(self):
+            out[field.name] = getattr(self, field.name)
+        if out["metadata"] is None:
+            out["metadata"] = {}
+        return out
+    """)),
+    case(NB3, "scorers-loop-total", GEN, QUALITY, body("""
+        total, count = 0.0, 0
+        for scorer in self.quality_scorers:
+            total += scorer(prompt, response)
+            count += 1
+        return total / count if count else 0.0
+    """)),
+    case(NB3, "scorers-tuple-registry", GEN, Block(1), body("""
+        self.quality_scorers = (*self.quality_scorers, scorer)  # a new tuple: the scorers so far, then this one
+    """), edits=[(QUALITY, body("""
+        import math
+
+        if len(self.quality_scorers) == 0:
+            return 0.0
+        return math.fsum(f(prompt, response) for f in self.quality_scorers) / len(self.quality_scorers)
+    """))]),
+    case(NB3, "scored-pairs-break-with-metadata", GEN, FROM_SCORED, body("""
+        groups = {}
+        for index, record in enumerate(data):
+            for key in (prompt_key, response_key, score_key):
+                if key not in record:
+                    raise ValueError(f"record {index}: no {key!r}")
+            groups.setdefault(record[prompt_key], []).append((record[score_key], record[response_key]))
+        pairs = []
+        for prompt, group in groups.items():
+            group = sorted(group, key=lambda item: item[0], reverse=True)
+            n = len(group)
+            for i in range(n // 2):
+                (best_score, best), (worst_score, worst) = group[i], group[n - 1 - i]
+                if best_score - worst_score < self.min_score_diff:
+                    break  # the gaps only shrink as i grows
+                pairs.append(PreferencePair(prompt, best, worst, best_score, worst_score, {"source": "scores", "i": i}))
+        return pairs
+    """)),
+    case(NB3, "single-responses-helpers", GEN, Block(4), body("""
+        if rejection_strategy not in ("perturb", "truncate", "shuffle", "refuse"):
+            raise ValueError(f"{rejection_strategy!r} is not a rejection strategy")
+
+        def perturb(words):
+            out, inserted = [], 0
+            for i, word in enumerate(words):
+                out.append(word)
+                if i % 5 == 0 and self.rng.random() > 0.5:
+                    out.append(FILLERS[self.rng.randrange(len(FILLERS))])
+                    inserted += 1
+            if not inserted:
+                out[1:1] = [self.rng.choice(FILLERS)]
+            return " ".join(out)
+
+        def truncate(words):
+            keep = len(words) // 3
+            return " ".join(words[: keep if keep >= 1 else 1])
+
+        def shuffle(text):
+            sentences = text.split(". ")
+            if len(sentences) == 1:
+                return " ".join(reversed(text.split()))
+            order = self.rng.sample(sentences, k=len(sentences))
+            if order == sentences:
+                order.reverse()
+            return ". ".join(order)
+
+        pairs = []
+        for index, record in enumerate(data):
+            missing = [key for key in (prompt_key, response_key) if key not in record]
+            if missing:
+                raise ValueError(f"record {index} lacks {missing[0]!r}")
+            chosen = record[response_key]
+            if rejection_strategy == "perturb":
+                rejected = perturb(chosen.split())
+            elif rejection_strategy == "truncate":
+                rejected = truncate(chosen.split())
+            elif rejection_strategy == "shuffle":
+                rejected = shuffle(chosen)
+            else:
+                rejected = "I cannot help with this request."
+            pairs.append(PreferencePair(record[prompt_key], chosen, rejected, metadata={"strategy": rejection_strategy}))
+        return pairs
+    """)),
+    # "when i % 5 == 0 and rng.random() > 0.5" read the other way round: a coin flip for every word
+    case(NB3, "perturb-coin-for-every-word", GEN, "if i % 5 == 0 and self.rng.random() > 0.5:",
+         "if self.rng.random() > 0.5 and i % 5 == 0:"),
+    case(NB3, "validate-filter-helper", GEN, VALIDATE_PAIRS, body("""
+        def long_enough(text):
+            return len(text) >= 10
+
+        def differ(p):
+            return p.chosen.strip() != p.rejected.strip()
+
+        return list(filter(lambda p: long_enough(p.chosen) and long_enough(p.rejected) and differ(p), pairs))
+    """)),
+    case(NB3, "export-loop-from-to-dict", GEN, Block(6), body("""
+        records = []
+        for pair in pairs:
+            d = pair.to_dict()
+            records.append({key: d[key] for key in ("prompt", "chosen", "rejected")})
+        return records
+    """)),
+    case(NB3, "export-dict-constructor", GEN, Block(6), body("""
+        return [dict(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected) for p in pairs]
+    """)),
 ]  # fmt: skip
 
 

@@ -217,7 +217,117 @@ ALTERNATIVES = [
     case(NB4, "concat-pad-wider-than-needed", CONCAT,
          "width = max(chosen.input_ids.shape[1], rejected.input_ids.shape[1])",
          "width = max(chosen.input_ids.shape[1], rejected.input_ids.shape[1]) + 3"),
+    case(NB4, "concat-loop-over-rows-and-positions", CONCAT, Block(0), body("""
+        chosen, rejected = batch.chosen, batch.rejected
+        b = chosen.input_ids.shape[0]
+        width = max(chosen.input_ids.shape[1], rejected.input_ids.shape[1])
+        input_ids = torch.cat([F.pad(s.input_ids, (0, width - s.input_ids.shape[1])) for s in (chosen, rejected)])
+        loss_mask = torch.cat([F.pad(s.loss_mask, (0, width - s.loss_mask.shape[1])) for s in (chosen, rejected)])
+        log_probs = F.log_softmax(model(input_ids).float(), dim=-1)  # the one forward
+        totals = []
+        for i in range(2 * b):
+            total = log_probs.new_zeros(())
+            for t in range(width - 1):
+                if loss_mask[i, t + 1]:  # logits at t score token t + 1
+                    total = total + log_probs[i, t, input_ids[i, t + 1]]
+            totals.append(total)
+        logps = torch.stack(totals)
+        return logps[:b], logps[b:]
+    """, 4)),
+    case(NB4, "concat-cross-entropy-ignore-index", CONCAT, Block(0), body("""
+        sides = (batch.chosen, batch.rejected)
+        width = max(s.input_ids.shape[1] for s in sides)
+        input_ids = torch.cat([F.pad(s.input_ids, (0, width - s.input_ids.shape[1])) for s in sides])
+        loss_mask = torch.cat([F.pad(s.loss_mask, (0, width - s.loss_mask.shape[1])) for s in sides])
+        logits = model(input_ids)
+        labels = input_ids[:, 1:].masked_fill(loss_mask[:, 1:] == 0, -100)  # -100: not scored
+        nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), reduction="none")
+        logps = -nll.view(labels.shape).sum(-1)
+        n = batch.chosen.input_ids.shape[0]
+        return logps[:n], logps[n:]
+    """, 4)),
+    case(NB4, "concat-one-hot-split", CONCAT, Block(0), body("""
+        n = len(batch.chosen.input_ids)
+        width = max(batch.chosen.input_ids.shape[1], batch.rejected.input_ids.shape[1])
+        ids, masks = [], []
+        for side in (batch.chosen, batch.rejected):
+            extra = width - side.input_ids.shape[1]
+            ids.append(F.pad(side.input_ids, (0, extra)))
+            masks.append(F.pad(side.loss_mask, (0, extra)))
+        input_ids, loss_mask = torch.cat(ids), torch.cat(masks)
+        log_probs = model(input_ids)[:, :-1].float().log_softmax(-1)
+        picked = (log_probs * F.one_hot(input_ids[:, 1:], log_probs.shape[-1])).sum(-1)
+        chosen_logps, rejected_logps = (picked * loss_mask[:, 1:]).sum(-1).split(n)
+        return chosen_logps, rejected_logps
+    """, 4)),
     case(NB4, "step-policy-zero-grad", STEP, "optimizer.zero_grad()", "policy.zero_grad()"),
+    case(NB4, "step-sum-over-batch-size-float", STEP, Block(0), body("""
+        optimizer.zero_grad()
+        chosen_logps, rejected_logps = concatenated_logps(policy, batch)
+        chosen_rewards = beta * (chosen_logps - ref_chosen_logps.detach())
+        rejected_rewards = beta * (rejected_logps - ref_rejected_logps.detach())
+        margins = chosen_rewards - rejected_rewards
+        loss = -F.logsigmoid(margins).sum() / margins.numel()
+        loss.backward()
+        optimizer.step()
+        wins = sum(1 for m in margins.tolist() if m > 0)
+        return {
+            "loss": float(loss),
+            "accuracy": wins / len(margins),
+            "chosen_reward": float(chosen_rewards.mean()),
+            "rejected_reward": float(rejected_rewards.mean()),
+            "reward_margin": float(margins.mean()),
+            "chosen_log_prob": float(chosen_logps.mean()),
+            "rejected_log_prob": float(rejected_logps.mean()),
+        }
+    """, 4)),
+    case(NB4, "step-grads-to-none-stack-tolist", STEP, Block(0), body("""
+        for p in policy.parameters():  # what optimizer.zero_grad() does to the optimiser's parameters
+            p.grad = None
+        policy_chosen, policy_rejected = concatenated_logps(policy, batch)
+        with torch.no_grad():  # constants
+            ref_chosen, ref_rejected = ref_chosen_logps.clone(), ref_rejected_logps.clone()
+        chosen_rewards = beta * (policy_chosen - ref_chosen)
+        rejected_rewards = beta * (policy_rejected - ref_rejected)
+        loss = torch.mean(-F.logsigmoid(chosen_rewards - rejected_rewards))
+        loss.backward()
+        optimizer.step()
+        names = ["loss", "accuracy", "chosen_reward", "rejected_reward", "reward_margin", "chosen_log_prob",
+                 "rejected_log_prob"]
+        values = torch.stack([
+            loss,
+            (chosen_rewards > rejected_rewards).float().mean(),
+            chosen_rewards.mean(),
+            rejected_rewards.mean(),
+            (chosen_rewards - rejected_rewards).mean(),
+            policy_chosen.mean(),
+            policy_rejected.mean(),
+        ]).detach().tolist()
+        return dict(zip(names, values))
+    """, 4)),
+    case(NB4, "step-loop-over-pairs-item", STEP, Block(0), body("""
+        optimizer.zero_grad()
+        chosen_logps, rejected_logps = concatenated_logps(policy, batch)
+        ref_c, ref_r = ref_chosen_logps.detach(), ref_rejected_logps.detach()
+        losses, chosen_rewards, rejected_rewards = [], [], []
+        for i in range(len(chosen_logps)):
+            chosen_rewards.append(beta * (chosen_logps[i] - ref_c[i]))
+            rejected_rewards.append(beta * (rejected_logps[i] - ref_r[i]))
+            losses.append(-F.logsigmoid(chosen_rewards[i] - rejected_rewards[i]))
+        loss = torch.stack(losses).mean()
+        loss.backward()
+        optimizer.step()
+        n = len(losses)
+        return {
+            "loss": loss.item(),
+            "accuracy": sum((c > r).item() for c, r in zip(chosen_rewards, rejected_rewards)) / n,
+            "chosen_reward": sum(c.item() for c in chosen_rewards) / n,
+            "rejected_reward": sum(r.item() for r in rejected_rewards) / n,
+            "reward_margin": sum((c - r).item() for c, r in zip(chosen_rewards, rejected_rewards)) / n,
+            "chosen_log_prob": chosen_logps.mean().item(),
+            "rejected_log_prob": rejected_logps.mean().item(),
+        }
+    """, 4)),
     case(NB4, "step-zero-grad-keep-tensors", STEP, "optimizer.zero_grad()", "optimizer.zero_grad(set_to_none=False)"),
     case(NB4, "step-zero-grad-after-forward", STEP,
          "    optimizer.zero_grad()\n    chosen_logps, rejected_logps = concatenated_logps(policy, batch)\n",
@@ -344,12 +454,13 @@ def test_solution_passes_every_grade_cell():
 
 # ---------------------------------------------------------------- the promise list
 def _promise_rows() -> list[tuple[str, str, str, list[str]]]:
-    rows = []
-    for line in PROMISES.read_text(encoding="utf-8").splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and re.fullmatch(r"04-P\d\d", cells[0]):
-            rows.append((cells[0], cells[1], cells[2], re.findall(r"`([^`]+)`", cells[3])))
-    return rows
+    from test_promises import promise_rows  # the table's parser: | id | promise | where | told | mutations |
+
+    return [
+        (r["id"], r["promise"], r["where"], re.findall(r"`([^`]+)`", r["mutations"]))
+        for r in promise_rows(PROMISES)
+        if re.fullmatch(r"04-P\d\d", r["id"])
+    ]
 
 
 def test_every_promise_has_a_mutation_and_every_mutation_a_promise():

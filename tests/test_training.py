@@ -151,6 +151,55 @@ def test_dpo_train_step_treats_the_reference_as_a_constant():
     assert ref_c.grad is None and ref_r.grad is None
 
 
+def test_a_shared_first_token_cancels_in_the_margin_and_gets_no_gradient():
+    """Notebook 04's account of likelihood displacement: `143` (chosen) and `133` (rejected) start
+    with the same token in the same context, so its log-prob enters h with coefficient 0 and the
+    DPO loss puts no gradient on it; the tokens from the first difference on carry all of it."""
+    policy, reference = tiny(seed=1).double().eval(), tiny(seed=2).double().eval()
+    batch = batch_of([PreferencePair("47+96=", "143", "133")])
+    ids = torch.cat([batch.chosen.input_ids, batch.rejected.input_ids])  # both sides: one width
+    mask = torch.cat([batch.chosen.loss_mask, batch.rejected.loss_mask])[:, 1:].double()
+    first = int(mask[0].nonzero()[0])  # the position whose logits score the shared `1`
+    assert mask[1, first] == 1 and ids[0, first + 1] == ids[1, first + 1] == TOK.encode("1")[0]
+    assert ids[0, first + 2] != ids[1, first + 2]  # `4` against `3`: the first difference
+
+    def token_logps(model):  # (2, T - 1): the log-prob of each next token
+        return torch.log_softmax(model(ids)[:, :-1], dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+    def loss_of(policy_tokens, keep):  # the DPO loss on the tokens that `keep` selects
+        with torch.no_grad():
+            ref = (token_logps(reference) * keep).sum(-1)
+        logps = (policy_tokens * keep).sum(-1)
+        return dpo_loss(logps[:1], logps[1:], ref[:1], ref[1:], beta=0.5).mean()
+
+    # Per token: the shared `1` has one log-prob, entering h once with + and once with -.
+    tokens = token_logps(policy)
+    torch.testing.assert_close(tokens[0, first], tokens[1, first], rtol=0, atol=1e-12)
+    leaves = tokens.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(loss_of(leaves, mask), leaves)
+    assert (grad[0, first] + grad[1, first]).item() == 0.0  # its coefficient in h is 0
+    later = mask[0].bool() & (torch.arange(mask.shape[1]) > first)
+    assert later.sum() == 3  # the second and third digits and the end token
+    assert (grad[0, later] < 0).all() and (grad[1, later] > 0).all()  # chosen pushed up, rejected down
+
+    # Per parameter: taking the shared token out of both sides changes neither the loss nor its gradient,
+    # and on the shared token alone the gradient is 0.
+    def loss_and_grads(keep):
+        loss = loss_of(token_logps(policy), keep)
+        return loss, torch.autograd.grad(loss, list(policy.parameters()))
+
+    shared = torch.zeros_like(mask)
+    shared[:, first] = 1
+    loss_all, grads_all = loss_and_grads(mask)
+    loss_rest, grads_rest = loss_and_grads(mask - shared)
+    torch.testing.assert_close(loss_rest, loss_all, rtol=1e-12, atol=1e-12)
+    for g_rest, g_all in zip(grads_rest, grads_all, strict=True):
+        torch.testing.assert_close(g_rest, g_all, rtol=1e-9, atol=1e-12)
+    assert max(g.abs().max().item() for g in grads_all) > 1e-3  # the pair does move the policy
+    _, grads_shared = loss_and_grads(shared)
+    assert max(g.abs().max().item() for g in grads_shared) < 1e-12
+
+
 # --- the reference, computed once ----------------------------------------------------------
 
 

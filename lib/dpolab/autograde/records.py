@@ -49,7 +49,7 @@ JUDGE_LINE = "from dpolab.autograde.pipeline import use_judge; use_judge(c)"
 UNJUDGED = (
     "hidden test {test} not graded: this course's hidden tests are judged by the grader, outside "
     "the kernel, and no judge is configured in this nbgrader run. Grade with `dpolab-grade`, or add "
-    "this line to nbgrader_config.py: " + JUDGE_LINE + " (see the DPO Lab's README, For instructors)"
+    "this line to nbgrader_config.py: " + JUDGE_LINE + " (see the DPO Lab's docs/instructors.md)"
 )
 
 
