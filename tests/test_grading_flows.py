@@ -14,6 +14,8 @@ run in ``grading/``, each student's ``fetch_feedback`` finds it, and ``dpolab-gr
 the Canvas file (a manual grade made afterwards shows in it). The class:
 
 ``solved``           every answer right: 40/40 (submits twice)
+``rewritten``        every answer right, written in another style than the reference (the mutation
+                     suites' correct alternatives): 40/40
 ``untouched``        the release as handed out: 0
 ``planted``          one visible mistake per exercise (the visible tests catch them); late
 ``hidden_mistakes``  one mistake per notebook that only the hidden tests catch: without a judge
@@ -104,7 +106,7 @@ CHEATED = {
 HIDDEN_ONLY = {
     (NB1, "batch-sum"): (
         {"test_dpo_loss", "test_label_smoothing", "test_reference_free", "test_metrics"},
-        {"test_dpo_loss"},
+        {"test_dpo_loss", "test_label_smoothing"},  # Tests 1b and 1c name the batch sum
     ),
     (NB2, "simpo-batch-sum"): ({"test_simpo"}, set()),
     (NB3, "pairs-prompts-sorted"): ({"test_scored_pairs"}, set()),
@@ -134,6 +136,25 @@ def _mutation(notebook: str, name: str) -> tuple[str, str]:
     return case.answer, strip_markers(source)
 
 
+def rewritten_answers() -> dict[str, dict[str, tuple[str, str]]]:
+    """A student who writes every answer from the text in another style than the reference: for
+    each answer cell, the last correct alternative of the mutation suites (``ALTERNATIVES``: loops,
+    other library calls, floats for tensors), which the suites check pass every cell in-process."""
+    import test_hidden_tests_catch_mistakes as suite
+    import test_hidden_tests_nb04 as suite04
+
+    chosen: dict[tuple[str, str], object] = {}
+    for param in [*suite.ALTERNATIVES, *suite04.ALTERNATIVES]:
+        if not param.marks:  # an xfail is not a correct answer yet
+            case = param.values[0]
+            chosen[(case.notebook, case.answer)] = case  # the last one listed wins
+    out: dict[str, dict[str, tuple[str, str]]] = {}
+    for (notebook, answer), case in sorted(chosen.items()):
+        source = suite.mutate(notebook, answer, (case.old, case.new), *case.edits)[answer]
+        out.setdefault(f"{notebook}.ipynb", {})[answer] = ("*", strip_markers(source))
+    return out
+
+
 def _patched_checks_with_bug() -> tuple[str, str]:
     """Notebook 01's answer under code that patches every check a kernel could make, with a bug."""
     from test_hidden_tests_catch_mistakes import DPO, patched
@@ -148,8 +169,10 @@ def class_edits() -> dict[str, dict[str, dict | str | None]]:
         answer, source = _mutation(notebook, name)
         hidden[f"{notebook}.ipynb"] = {answer: ("*", source)}
     answer, source = _patched_checks_with_bug()
+    rewritten = rewritten_answers()
     return {
         "solved": {n: {} for n in NOTEBOOKS},
+        "rewritten": {n: rewritten[n] for n in NOTEBOOKS},
         "untouched": {n: "untouched" for n in NOTEBOOKS},
         "planted": {n: PLANTED.get(n, {}) for n in NOTEBOOKS},
         "hidden_mistakes": {n: hidden.get(n, {}) for n in NOTEBOOKS},
@@ -473,6 +496,15 @@ def test_solutions_score_full_marks(flows):
     assert flows["grades"]["solved"]["score"] == "40" and flows["grades"]["solved"]["status"] == "graded"
 
 
+def test_answers_written_in_other_styles_keep_full_marks_through_both_doors(flows):
+    lost = {k: v for k, v in flows["plain"]["rewritten"].items() if v[0] != v[1]}
+    assert not lost, f"plain nbgrader takes points from correct rewrites: {lost}"
+    assert (
+        flows["grades"]["rewritten"]["score"] == "40" and flows["grades"]["rewritten"]["status"] == "graded"
+    )
+    assert set(rewritten_answers()) == set(NOTEBOOKS)  # every notebook has a rewritten answer
+
+
 def test_untouched_release_scores_zero(flows):
     scored = {k: v for k, v in flows["plain"]["untouched"].items() if v[0] != 0}
     assert not scored, f"the untouched release earns points: {scored}"
@@ -742,7 +774,7 @@ def test_class_report_numbers_match_the_csvs(flows):
     statuses = [r["status"] for r in grades.values()]
     scores = [float(r["score"]) for r in grades.values()]
     assert (
-        int(summary["students"]) == len(grades) == 8
+        int(summary["students"]) == len(grades) == 9
     )  # the class and the enrolled student who did not submit
     assert [int(summary[s]) for s in ("graded", "incomplete", "ungradable", "missing")] == [
         statuses.count(s) for s in ("graded", "incomplete", "ungradable", "missing")

@@ -90,3 +90,26 @@ def test_student_notebook_runs_with_only_not_implemented_errors(tmp_path, monkey
     assert errors, "the untouched release should stop at the stubs"
     wrong = [e for e in errors if e[1] != "NotImplementedError"]
     assert not wrong, f"cells failing with something other than a stub's NotImplementedError: {wrong}"
+
+
+@pytest.mark.parametrize("number, name", list(enumerate(NOTEBOOKS, start=1)))
+def test_student_notebook_reads_as_one_part_of_the_course(number, name):
+    """Exercise N of 4, prerequisites and a time in the first cell, a collapsed hint per answer
+    cell, and nothing a student cannot see (a course draft, the developers' rules, an issue)."""
+    import re
+
+    nb = nbformat.read(RELEASE / name, as_version=4)
+    text = "\n".join(c.source for c in nb.cells)
+    numbers = set(re.findall(r"Exercise (\d+) of (\d+)", text))
+    assert numbers == {(str(number), str(len(NOTEBOOKS)))}, f"{name} numbers its exercise {numbers}"
+    first = next(c for c in nb.cells if c.cell_type == "markdown").source
+    assert re.search(r"Prerequisites|Before you start", first), f"{name}: no prerequisites in the first cell"
+    assert re.search(r"[Aa]bout (an|a|one|\d|½|1½)[^.\n]{0,20}(hour|minute)", first), (
+        f"{name}: no time in the first cell"
+    )
+    answers = [c for c in nb.cells if grading_meta(c).get("solution")]
+    hints = sum(c.source.count("<details>") for c in nb.cells if c.cell_type == "markdown")
+    assert hints >= len(answers), f"{name}: {hints} collapsed hints for {len(answers)} answer cells"
+    for word in (r"\bdraft\b", r"DEVELOPERS", r"\bissue \d+"):
+        found = re.findall(rf".{{0,40}}{word}.{{0,40}}", text, flags=re.I)
+        assert not found, f"{name} mentions what a student cannot see: {found}"
