@@ -34,11 +34,11 @@ import nbformat
 import pytest
 
 from notebook_tools import ASSIGNMENT, ROOT, SOLUTIONS, solved_release
-from test_grade_cli import NB, PLANTED, POINTS, read_csv
+from test_grade_cli import NB, PLANTED, POINTS, SANDBOX, read_csv
 
 BIN = Path(sys.executable).parent
 SHARDS = 3
-RUN = ["--jobs", "1", "--threads", "1", "--cell-timeout", "30", "--no-progress"]
+RUN = ["--jobs", "1", "--threads", "1", "--cell-timeout", "30", "--no-progress", *SANDBOX]
 # student: (layout, planted bug or None or "untouched" or "empty", shard of 3, expected score or None)
 # The ids are chosen so that every shard has a student (checked below: sha256(id) % 3 + 1); "ann"
 # comes as ann.zip, which sorts after the folder ann-b: a single run lists ann-b first.

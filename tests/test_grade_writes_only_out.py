@@ -22,11 +22,12 @@ import nbformat
 import pytest
 
 from notebook_tools import ASSIGNMENT, ROOT, SOLUTIONS, solved_release
+from test_grade_cli import SANDBOX
 
 BIN = Path(sys.executable).parent
 NB = "01_dpo_loss.ipynb"
 OUTS = ("grading", "grading-1", "grading-2", "grading-merged")
-RUN = ["--jobs", "1", "--threads", "1", "--cell-timeout", "30", "--no-progress"]
+RUN = ["--jobs", "1", "--threads", "1", "--cell-timeout", "30", "--no-progress", *SANDBOX]
 COURSE_CONFIG = """\
 c = get_config()  # noqa: F821
 c.CourseDirectory.course_id = "dpo-lab"

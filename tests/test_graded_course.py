@@ -11,7 +11,8 @@ check that
 - the release notebooks run there: with the stubs, only cells that reach a stub fail (never
   a missing dpolab name); with the solutions' answers pasted in, every cell runs;
 - inside the grader's sandbox (bubblewrap) the kernel's ``import dpolab`` is the student
-  package, and the reference's files are not there.
+  package, and the reference's files are not there; without it (``--sandbox none``) the student
+  package comes first on the kernel's ``PYTHONPATH`` (end to end: tests/test_fail_closed.py).
 """
 
 from __future__ import annotations
@@ -267,16 +268,34 @@ def test_release_notebook_with_answers_passes(name, built, student_python, tmp_p
 # ---------------------------------------------------------------------- the grader's sandbox
 
 
-def test_runner_warns_when_the_kernel_can_import_the_reference(tmp_path):
+def test_runner_gives_the_kernel_the_student_package(tmp_path):
+    """With or without bubblewrap the kernel gets the student package; only ``full`` gives the reference."""
     from dpolab.autograde.runner import Options, kernel_package
 
     opts = Options(submissions=tmp_path, out=tmp_path / "out", solutions=SOLUTIONS)
-    folder, line = kernel_package(opts, use_bwrap=False)  # this environment: the full package
-    assert folder is None and line.startswith("WARNING") and "--kernel-python" in line
     folder, line = kernel_package(opts, use_bwrap=True)
     assert (folder / "__init__.py").exists() and not (folder / "losses").exists()
     assert folder.parent.parent == tmp_path / "out" / ".grader"
-    assert kernel_package(opts, use_bwrap=True)[0] == folder  # built once (cached)
+    assert "mounted over the kernel's dpolab" in line
+    # --sandbox none: the same package, first on the kernel's PYTHONPATH (checked with this Python,
+    # whose own dpolab is the full one, an editable install)
+    assert kernel_package(opts, use_bwrap=False) == (folder, kernel_package(opts, use_bwrap=False)[1])
+    assert "first on the kernel's PYTHONPATH" in kernel_package(opts, use_bwrap=False)[1]
+    assert sandbox.student_import(sys.executable, folder) == str(folder / "__init__.py")
+    assert sandbox.package_folder(sys.executable) != str(folder)  # without PYTHONPATH: the full package
+    opts.kernel_package = "full"
+    folder, line = kernel_package(opts, use_bwrap=False)
+    assert folder is None and line.startswith("WARNING") and "the reference is importable" in line
+
+
+def test_runner_refuses_a_kernel_python_that_shadows_the_student_package(tmp_path, monkeypatch):
+    """Where the kernel's Python would import another dpolab despite PYTHONPATH, nothing is graded."""
+    from dpolab.autograde import runner
+
+    monkeypatch.setattr(runner, "student_import", lambda python, folder: "/elsewhere/dpolab/__init__.py")
+    opts = runner.Options(submissions=tmp_path, out=tmp_path / "out", solutions=SOLUTIONS)
+    with pytest.raises(runner.IsolationError, match="imports dpolab from /elsewhere/dpolab/__init__.py"):
+        runner.kernel_package(opts, use_bwrap=False)
 
 
 @pytest.mark.skipif(sandbox.bwrap_available() is not None, reason=f"{sandbox.bwrap_available()}")

@@ -136,23 +136,34 @@ def _mutation(notebook: str, name: str) -> tuple[str, str]:
     return case.answer, strip_markers(source)
 
 
-def rewritten_answers() -> dict[str, dict[str, tuple[str, str]]]:
+# More students made of correct rewrites: FLOWS_REWRITES=3 grades three (the k-th last alternative
+# of each answer cell, k = 1, 2, 3) through both doors; CI grades one.
+REWRITES = int(os.environ.get("FLOWS_REWRITES", "1"))
+
+
+def rewritten_answers(k: int = 1) -> dict[str, dict[str, tuple[str, str]]]:
     """A student who writes every answer from the text in another style than the reference: for
-    each answer cell, the last correct alternative of the mutation suites (``ALTERNATIVES``: loops,
-    other library calls, floats for tensors), which the suites check pass every cell in-process."""
+    each answer cell, the k-th last correct alternative of the mutation suites (``ALTERNATIVES``:
+    loops, other library calls, floats for tensors; the first one when there are fewer than k),
+    which the suites check pass every cell in-process, through the judge."""
     import test_hidden_tests_catch_mistakes as suite
     import test_hidden_tests_nb04 as suite04
 
-    chosen: dict[tuple[str, str], object] = {}
+    cases: dict[tuple[str, str], list] = {}
     for param in [*suite.ALTERNATIVES, *suite04.ALTERNATIVES]:
         if not param.marks:  # an xfail is not a correct answer yet
             case = param.values[0]
-            chosen[(case.notebook, case.answer)] = case  # the last one listed wins
+            cases.setdefault((case.notebook, case.answer), []).append(case)
     out: dict[str, dict[str, tuple[str, str]]] = {}
-    for (notebook, answer), case in sorted(chosen.items()):
+    for (notebook, answer), listed in sorted(cases.items()):
+        case = listed[-min(k, len(listed))]
         source = suite.mutate(notebook, answer, (case.old, case.new), *case.edits)[answer]
         out.setdefault(f"{notebook}.ipynb", {})[answer] = ("*", strip_markers(source))
     return out
+
+
+def rewriters() -> list[str]:
+    return ["rewritten"] + [f"rewritten-{k}" for k in range(2, REWRITES + 1)]
 
 
 def _patched_checks_with_bug() -> tuple[str, str]:
@@ -169,10 +180,12 @@ def class_edits() -> dict[str, dict[str, dict | str | None]]:
         answer, source = _mutation(notebook, name)
         hidden[f"{notebook}.ipynb"] = {answer: ("*", source)}
     answer, source = _patched_checks_with_bug()
-    rewritten = rewritten_answers()
     return {
         "solved": {n: {} for n in NOTEBOOKS},
-        "rewritten": {n: rewritten[n] for n in NOTEBOOKS},
+        **{
+            student: {n: rewritten_answers(k)[n] for n in NOTEBOOKS}
+            for k, student in enumerate(rewriters(), start=1)
+        },
         "untouched": {n: "untouched" for n in NOTEBOOKS},
         "planted": {n: PLANTED.get(n, {}) for n in NOTEBOOKS},
         "hidden_mistakes": {n: hidden.get(n, {}) for n in NOTEBOOKS},
@@ -497,11 +510,11 @@ def test_solutions_score_full_marks(flows):
 
 
 def test_answers_written_in_other_styles_keep_full_marks_through_both_doors(flows):
-    lost = {k: v for k, v in flows["plain"]["rewritten"].items() if v[0] != v[1]}
-    assert not lost, f"plain nbgrader takes points from correct rewrites: {lost}"
-    assert (
-        flows["grades"]["rewritten"]["score"] == "40" and flows["grades"]["rewritten"]["status"] == "graded"
-    )
+    for student in rewriters():
+        lost = {k: v for k, v in flows["plain"][student].items() if v[0] != v[1]}
+        assert not lost, f"plain nbgrader takes points from correct rewrites ({student}): {lost}"
+        row = flows["grades"][student]
+        assert row["score"] == "40" and row["status"] == "graded", (student, row)
     assert set(rewritten_answers()) == set(NOTEBOOKS)  # every notebook has a rewritten answer
 
 
@@ -774,13 +787,13 @@ def test_class_report_numbers_match_the_csvs(flows):
     statuses = [r["status"] for r in grades.values()]
     scores = [float(r["score"]) for r in grades.values()]
     assert (
-        int(summary["students"]) == len(grades) == 9
+        int(summary["students"]) == len(grades) == 8 + REWRITES
     )  # the class and the enrolled student who did not submit
     assert [int(summary[s]) for s in ("graded", "incomplete", "ungradable", "missing")] == [
         statuses.count(s) for s in ("graded", "incomplete", "ungradable", "missing")
     ]
     assert float(summary["mean score"]) == pytest.approx(sum(scores) / len(scores), abs=0.005)
-    assert float(summary["max score"]) == 40
+    assert float(summary["out of"]) == 40
 
     maxima = read_csv(flows["out"] / "cells.csv")[0]  # the "(max)" row
     rows = report.tables["cells"][1:]

@@ -142,7 +142,7 @@ def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[st
     collect_into(sink)
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), _undo_patches():
-            warnings.simplefilter("ignore")  # nbgrader does not fail a cell for a warning either
+            warnings.simplefilter("ignore")  # a warning fails no cell at grading either (JudgeRecords)
             exec(compile(nb.setup, f"<{name} setup>", "exec"), ns)
             for cell in nb.order:
                 source = replace.get(cell.grade_id, cell.source)

@@ -137,7 +137,7 @@ def write_class_report(out: Path, results: list[dict], cells: list[GradeCell], t
                 "missing",
                 "mean score",
                 "median score",
-                "max score",
+                "out of",
             ],
             [
                 [

@@ -13,7 +13,7 @@ from pathlib import Path
 from .classroom import parse_time
 from .lms import FORMATS, RosterError, read_roster, write_export
 from .reports import rebuild
-from .runner import Options, count_statuses, run
+from .runner import IsolationError, Options, count_statuses, run
 from .sandbox import Limits
 from .shards import merge_main, parse_shard
 
@@ -45,11 +45,14 @@ def parser() -> argparse.ArgumentParser:
                    "gradebook.db; each gets a row (missing, 0 when nothing was handed in)")  # fmt: skip
     p.add_argument("--solutions", type=Path, help="source notebooks (default: ./solutions/ASSIGNMENT)")
     p.add_argument("--sandbox", choices=["auto", "bwrap", "none"], default="auto",
-                   help="file isolation of the student's kernel (auto: bubblewrap when it works)")  # fmt: skip
+                   help="isolation of the student's kernel: auto and bwrap use bubblewrap and refuse to grade "
+                   "(exit 2) where it does not work; none grades without isolation, knowingly (the kernel "
+                   "still imports the student package, but can read what this user can)")  # fmt: skip
     p.add_argument("--kernel-python", default=sys.executable, help="interpreter of the student's kernel")
     p.add_argument("--kernel-package", choices=["student", "full"], default="student",
                    help="dpolab in the kernel (student: without the exercises' reference, mounted by "
-                   "bubblewrap; full: the reference is importable, for testing the grader only)")  # fmt: skip
+                   "bubblewrap, or first on PYTHONPATH with --sandbox none; full: the reference is "
+                   "importable, for testing the grader only)")  # fmt: skip
     d = Limits()
     p.add_argument("--cell-timeout", type=int, default=d.cell_timeout, help="seconds per cell")
     p.add_argument("--notebook-timeout", type=int, default=d.notebook_timeout, help="seconds per notebook")
@@ -94,25 +97,28 @@ def main(argv: list[str] | None = None) -> int:
         max_processes=args.max_processes,
         threads=args.threads or max(1, (os.cpu_count() or 1) // jobs),
     )
-    results = run(
-        Options(
-            submissions=args.submissions.resolve(),
-            out=args.out.resolve(),
-            solutions=solutions.resolve(),
-            assignment=args.assignment,
-            jobs=jobs,
-            force=args.force,
-            limits=limits,
-            sandbox=args.sandbox,
-            kernel_python=args.kernel_python,
-            kernel_package=args.kernel_package,
-            progress=not args.no_progress,
-            shard=args.shard,
-            course_dir=course_dir,
-            due=args.due,
-            roster=args.roster,
-        )
+    options = Options(
+        submissions=args.submissions.resolve(),
+        out=args.out.resolve(),
+        solutions=solutions.resolve(),
+        assignment=args.assignment,
+        jobs=jobs,
+        force=args.force,
+        limits=limits,
+        sandbox=args.sandbox,
+        kernel_python=args.kernel_python,
+        kernel_package=args.kernel_package,
+        progress=not args.no_progress,
+        shard=args.shard,
+        course_dir=course_dir,
+        due=args.due,
+        roster=args.roster,
     )
+    try:
+        results = run(options)
+    except IsolationError as err:  # no sandbox and none accepted: nothing graded
+        print(f"dpolab-grade: {err}", file=sys.stderr)
+        return 2
     print(f"{len(results)} students: {count_statuses(results)} -> {args.out}/grades.csv")
     return 0
 

@@ -152,7 +152,10 @@ def find_submissions(root: Path, assignment: str) -> list[Submission]:
             continue
         sub = found.setdefault(student, Submission(student))
         if not STUDENT_ID.match(student):
-            sub.problems.append(f"{student!r} is not a usable student id (letters, digits, _.@+-)")
+            sub.problems.append(
+                f"{student!r} is not a usable student id (letters, digits, _.@+-): nothing was graded; "
+                "rename its folder or zip and run dpolab-grade again"
+            )
             continue
         if entry.is_symlink():
             sub.problems.append(f"{entry.name} is a link: ignored")

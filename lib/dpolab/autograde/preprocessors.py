@@ -132,7 +132,9 @@ class JudgeRecords(Preprocessor):
     outputs either way (they are for the grader, not for the feedback).
 
     Fail closed: records with no fixture to judge them against (the fixtures could not be made,
-    or have no entry for the cell) fail their cell too.
+    or have no entry for the cell) fail their cell too. What a grade cell writes to stderr (a
+    warning) is kept as ordinary output: nbgrader would score the cell 0 for it, and no student is
+    told that a warning costs points.
 
     ``fixtures``: the fixtures file (``dpolab-grade`` makes it once per run). Left empty (plain
     ``nbgrader autograde``, formgrader), the fixtures are made on first use from the assignment's
@@ -191,6 +193,12 @@ class JudgeRecords(Preprocessor):
         meta = cell.metadata.get("nbgrader", {})
         if not meta.get("grade"):
             return cell, resources
+        for output in cell.outputs:
+            # nbgrader 0.9 scores a cell 0 for any stderr output: a warning that a correct answer
+            # triggers (torch's "Converting a tensor with requires_grad=True to a scalar") would
+            # cost the cell. Errors and records decide here; the text stays in the feedback.
+            if output.output_type == "stream" and output.name == "stderr":
+                output.name = "stdout"
         grade_id = meta.get("grade_id")
         want = self._want.get(grade_id)
         errors = [o for o in cell.outputs if o.output_type == "error"]

@@ -31,7 +31,7 @@ from .gradebook import add_students, ensure_gradebook, merge_student
 from .inputs import EXCHANGE_FILES, STUDENT_ID, Submission, find_submissions, match_notebooks
 from .lms import read_roster
 from .reports import write_reports
-from .sandbox import Limits, bwrap_available, has_reference, ipc_unavailable
+from .sandbox import Limits, bwrap_available, ipc_unavailable, student_import, student_path
 from .shards import share, write_manifest
 
 log = logging.getLogger("dpolab.grade")
@@ -69,39 +69,70 @@ def _hash(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+class IsolationError(Exception):
+    """The student's kernel cannot be isolated as asked: nothing is graded (``dpolab-grade`` exits 2)."""
+
+
+def refusal(mode: str, why_not: str) -> str:
+    """What ``dpolab-grade`` says when bubblewrap is needed (``--sandbox auto|bwrap``) and unusable."""
+    default = " (the default)" if mode == "auto" else ""
+    return (
+        f"refusing to grade: --sandbox {mode}{default} needs bubblewrap to isolate the student's kernel, but "
+        f"{why_not}. Without it, student code could read the solutions, the gradebook and the other "
+        "submissions. Nothing was written. To fix it, either\n"
+        "  - install bubblewrap: apt-get install bubblewrap (it needs unprivileged user namespaces: "
+        "sysctl kernel.unprivileged_userns_clone=1 where that setting exists; in Docker, the "
+        "--security-opt flags of docs/instructors.md), or\n"
+        "  - grade in the container recipe of docs/instructors.md (section 10, At scale), or\n"
+        "  - pass --sandbox none to grade without isolation, knowing the risk (the kernel still "
+        "imports the student package, not the reference)"
+    )
+
+
 def resolve_sandbox(mode: str) -> tuple[bool, str]:
-    """(use bubblewrap?, a line for the log)."""
-    why_not = bwrap_available()
+    """(use bubblewrap?, a line for the log); raises IsolationError where bubblewrap is needed and unusable.
+
+    Fails closed: ``auto`` grades without a sandbox only when asked to (``--sandbox none``)."""
     if mode == "none":
-        return False, "isolation: none (--sandbox none): student code can read and write what this user can"
-    if why_not is None:
-        return True, "isolation: bubblewrap (private mounts, uid 65534, no capabilities) + prlimit"
-    if mode == "bwrap":
-        raise SystemExit(f"--sandbox bwrap: {why_not}")
-    return False, f"isolation: NONE ({why_not}); resource limits (prlimit) only"
+        return False, (
+            "isolation: none (--sandbox none): student code can read and write what this user can; "
+            "resource limits (prlimit) and the watchdog only"
+        )
+    why_not = bwrap_available()
+    if why_not is not None:
+        raise IsolationError(refusal(mode, why_not))
+    return True, "isolation: bubblewrap (private mounts, uid 65534, no capabilities) + prlimit"
 
 
 def kernel_package(opts: Options, use_bwrap: bool) -> tuple[Path | None, str]:
-    """The student package mounted in the kernel's sandbox (or None), and a line for the log.
+    """The student package the kernel imports as ``dpolab`` (or None: the full one), and a line for the log.
 
     Built once per version of dpolab, under ``OUT/.grader`` (dpolab.autograde.student_package).
-    Without bubblewrap nothing can be mounted: ``--kernel-python`` must name an environment
-    where the student package is installed, or the kernel can import the reference.
+    With bubblewrap it is mounted over the kernel's ``dpolab`` folder; without, its parent folder
+    comes first on the kernel's ``PYTHONPATH`` (checked here: IsolationError when the kernel's
+    Python would still import another ``dpolab``).
     """
     if opts.kernel_package == "full":
-        return None, "kernel package: the full dpolab (--kernel-package full): the reference is importable"
-    if use_bwrap:
-        from .student_package import build_package
-
-        folder = build_package(opts.out / ".grader")
-        return folder, f"kernel package: the student dpolab ({folder}), mounted over the kernel's dpolab"
-    if has_reference(opts.kernel_python):
         return None, (
-            f"WARNING: without bubblewrap the kernel imports {opts.kernel_python}'s dpolab, which holds the "
-            "reference: pass --kernel-python of an environment with the student package "
-            "(dpolab-graded-course OUT; pip install OUT/package)"
+            "WARNING: kernel package: the full dpolab (--kernel-package full): the reference is importable"
         )
-    return None, f"kernel package: {opts.kernel_python}'s dpolab (no reference found in it)"
+    from .student_package import build_package
+
+    folder = build_package(opts.out / ".grader")
+    if use_bwrap:
+        return folder, f"kernel package: the student dpolab ({folder}), mounted over the kernel's dpolab"
+    imported = student_import(opts.kernel_python, folder)
+    if imported != os.path.realpath(folder / "__init__.py"):
+        raise IsolationError(
+            f"refusing to grade: with {student_path(folder)} first on its PYTHONPATH, the kernel's Python "
+            f"({opts.kernel_python}) imports dpolab from {imported}, not the student package {folder}. "
+            "Install bubblewrap (then the student package is mounted over it), or pass --kernel-python "
+            "of an environment without a dpolab that shadows PYTHONPATH"
+        )
+    return folder, (
+        f"kernel package: the student dpolab ({folder}), first on the kernel's PYTHONPATH "
+        "(no sandbox: the reference's files can still be read from disk)"
+    )
 
 
 def resolve_transport(use_bwrap: bool) -> tuple[str, str]:
@@ -194,7 +225,20 @@ def run_unit(
 
 def _finish(sub: Submission, key: str, notebooks: dict, notes: list[str], course: GraderCourse) -> dict:
     """One student's row. ``status``: ``graded``; ``incomplete`` (notebooks not handed in score 0,
-    the rest is graded); ``ungradable`` (a notebook could not be graded: the instructor acts)."""
+    the rest is graded); ``ungradable`` (a notebook could not be graded, or the student id is not
+    usable: the instructor acts)."""
+    if not STUDENT_ID.match(sub.student_id):
+        # nothing of theirs was read (inputs.find_submissions): not "not handed in", a folder to rename
+        why = "nothing was read from it"
+        notebooks = {nb: {"status": "ungradable", "reason": why, "grades": {}} for nb in notebooks}
+        return {
+            "student_id": sub.student_id,
+            "key": key,
+            "score": 0,
+            "status": "ungradable",
+            "reason": "; ".join([*sub.problems, *notes]),
+            "notebooks": notebooks,
+        }
     cells = course.grade_cells()
     score = sum(
         notebooks[c.notebook]["grades"].get(c.name, 0)
@@ -252,26 +296,29 @@ def roster_of(opts: Options) -> list[dict] | None:
 
 
 def run(opts: Options) -> list[dict]:
-    """Grade every submission under ``opts.submissions``; return one result per student."""
+    """Grade every submission under ``opts.submissions``; return one result per student.
+
+    Raises IsolationError, before anything is written in ``opts.out``, when the sandbox asked for
+    (``auto`` or ``bwrap``) cannot be had."""
     out = opts.out
+    sandbox = resolve_sandbox(opts.sandbox)  # first: a refusal leaves OUT untouched
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "grading.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        return _run(opts)
+        return _run(opts, *sandbox)
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
-def _run(opts: Options) -> list[dict]:
+def _run(opts: Options, use_bwrap: bool, isolation: str) -> list[dict]:
     out = opts.out
     course = prepare_course(opts.solutions, opts.assignment, out / ".grader")
     classroom = read_course(opts.course_dir, opts.assignment, opts.due)
     roster = roster_of(opts)
-    use_bwrap, isolation = resolve_sandbox(opts.sandbox)
     student_package, package_line = kernel_package(opts, use_bwrap)
     transport, network = resolve_transport(use_bwrap)
     due = (

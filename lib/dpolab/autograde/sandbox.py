@@ -26,8 +26,9 @@ own ``python3`` kernelspec (found first through ``JUPYTER_PATH``) whose command 
 ``KERNEL_PYTHON`` is configurable (``--kernel-python``): the student's kernel can run in another
 environment than the grader's. Inside bubblewrap the kernel never sees the reference: the
 student package (:mod:`dpolab.autograde.student_package`) is mounted read-only over the folder
-its Python imports ``dpolab`` from (:func:`student_overlay`). Without bubblewrap,
-``--kernel-python`` must name an environment where the student package is installed.
+its Python imports ``dpolab`` from (:func:`student_overlay`). Without bubblewrap (only with
+``--sandbox none``) its folder comes first on the kernel's ``PYTHONPATH`` (:func:`student_path`):
+``import dpolab`` gives the student package, though the reference's files stay readable on disk.
 """
 
 from __future__ import annotations
@@ -94,12 +95,26 @@ def package_folder(python: str, name: str = "dpolab") -> str | None:
     return os.path.realpath(folder) if out.returncode == 0 and folder else None
 
 
-@functools.cache
-def has_reference(python: str) -> bool:
-    """Whether ``python``'s ``dpolab`` holds the reference (the full package, not the student one)."""
-    code = "import importlib.util as u; print(u.find_spec('dpolab') and u.find_spec('dpolab.losses') is not None)"
-    out = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd="/")
-    return out.stdout.strip() == "True"
+def student_path(student_package: Path) -> str:
+    """The kernel's ``PYTHONPATH`` without a sandbox: the folder holding the student ``dpolab`` first.
+
+    ``PYTHONPATH`` comes before site-packages on ``sys.path``, so before an install's ``.pth``
+    entries, and the path finder runs before an editable install's finder (appended to
+    ``sys.meta_path``). The grader's own ``PYTHONPATH``, if any, follows it."""
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join(filter(None, [str(Path(student_package).parent), inherited]))
+
+
+def student_import(python: str, student_package: Path) -> str:
+    """The file ``python`` imports ``dpolab`` from with :func:`student_path` as its ``PYTHONPATH``
+    (what the kernel will import), or why it cannot import it."""
+    env = dict(os.environ, PYTHONPATH=student_path(student_package))
+    code = "import importlib.util as u; s = u.find_spec('dpolab'); print(s.origin if s else 'no dpolab')"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd="/", env=env)
+    if out.returncode != 0:
+        return f"nowhere ({python} failed: {out.stderr.strip()[-200:]})"
+    origin = out.stdout.strip()
+    return os.path.realpath(origin) if os.path.exists(origin) else origin
 
 
 def student_overlay(python: str, student_package: Path | None) -> list[str]:
@@ -246,6 +261,8 @@ def write_kernelspec(
         # cell at its timeout goes as a message on the control channel instead.
         spec["interrupt_mode"] = "message"
     else:
+        if student_package is not None:  # no sandbox to mount it: found first on sys.path instead
+            env["PYTHONPATH"] = student_path(student_package)
         spec["env"] = env
     folder = jupyter_dir / "kernels" / "python3"
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,198 @@
+"""``dpolab-grade`` fails closed on isolation, and ``--sandbox none`` still hides the reference.
+
+Where bubblewrap cannot be used, the default ``--sandbox auto`` (and ``--sandbox bwrap``) refuses
+to grade: exit 2, a message that says how to fix it, nothing written in ``--out``. With
+``--sandbox none`` the kernel runs unsandboxed, chosen knowingly, but its ``import dpolab`` is the
+student package (first on its ``PYTHONPATH``): an answer that imports the reference earns nothing.
+
+bubblewrap is made unusable with a stand-in ``bwrap`` first on ``PATH`` that fails as the real
+one does where user namespaces are not allowed (``sandbox.bwrap_available`` finds it through
+``PATH``). dpolab-grade runs as a subprocess, against notebook 01 only (11 points).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from notebook_tools import ASSIGNMENT, RELEASE, SOLUTIONS, grading_meta, solved_release
+
+BIN = Path(sys.executable).parent
+NB = "01_dpo_loss"
+POINTS = 11
+NO_NAMESPACES = "bwrap: No permissions to create new namespace"
+# the guard against calling the reference switched off: only the package can stop the import
+CHEAT = (
+    "import dpolab\nimport dpolab.grading\n\n"
+    "dpolab.grading.run_own_code = lambda fn, *a, allow=(), **k: fn(*a, **k)\n"
+    "print('DPOLAB_FILE', dpolab.__file__)\n"
+    "from dpolab import DPOLoss  # the reference, in the full package\n"
+)
+ODD_ID = "odd id ü"
+
+
+def no_bwrap_env(tmp: Path) -> dict[str, str]:
+    """This venv's bin on PATH, after a ``bwrap`` that cannot create a sandbox."""
+    fake = tmp / "fake-bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "bwrap").write_text(f'#!/bin/sh\necho "{NO_NAMESPACES}" >&2\nexit 1\n')
+    (fake / "bwrap").chmod(0o755)
+    return dict(
+        os.environ, PATH=os.pathsep.join([str(fake), str(BIN), os.environ["PATH"]]), DPOLAB_DEVICE="cpu"
+    )
+
+
+def dpolab_grade(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "dpolab-grade"), *args, "--no-progress"]
+    return subprocess.run(cmd, env=no_bwrap_env(tmp), capture_output=True, text=True, timeout=900)
+
+
+def write_class(tmp: Path) -> dict[str, Path]:
+    """Notebook 01 as the assignment; students ``honest`` (solved) and ``cheater`` (imports DPOLoss)."""
+    p = {"class": tmp / "class", "solutions": tmp / "solutions" / ASSIGNMENT, "out": tmp / "out"}
+    p["solutions"].mkdir(parents=True)
+    shutil.copy(SOLUTIONS / f"{NB}.ipynb", p["solutions"])
+    cheater = nbformat.read(RELEASE / f"{NB}.ipynb", as_version=4)
+    for cell in cheater.cells:
+        if grading_meta(cell).get("grade_id") == "dpo_loss_answer":
+            cell.source = CHEAT
+    students = {"honest": solved_release(f"{NB}.ipynb", RELEASE), "cheater": cheater, ODD_ID: cheater}
+    for student, nb in students.items():
+        (p["class"] / student).mkdir(parents=True)
+        nbformat.write(nb, p["class"] / student / f"{NB}.ipynb")
+    return p
+
+
+def read_csv(path: Path) -> dict[str, dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["student_id"]: row for row in csv.DictReader(f)}
+
+
+def test_resolve_sandbox_refuses_without_bubblewrap(monkeypatch):
+    """auto and bwrap raise IsolationError with the fixes; none is the only way to run unsandboxed."""
+    from dpolab.autograde import runner
+
+    monkeypatch.setattr(runner, "bwrap_available", lambda: "bubblewrap (bwrap) is not installed")
+    for mode in ("auto", "bwrap"):
+        with pytest.raises(runner.IsolationError) as err:
+            runner.resolve_sandbox(mode)
+        assert f"--sandbox {mode}{' (the default)' * (mode == 'auto')} needs bubblewrap" in str(err.value)
+        assert "but bubblewrap (bwrap) is not installed" in str(err.value)
+    use_bwrap, line = runner.resolve_sandbox("none")
+    assert use_bwrap is False and line.startswith("isolation: none (--sandbox none)")
+    monkeypatch.setattr(runner, "bwrap_available", lambda: None)
+    assert runner.resolve_sandbox("auto")[0] is True
+
+
+@pytest.mark.parametrize("sandbox", [[], ["--sandbox", "bwrap"]])
+def test_refuses_to_grade_without_bubblewrap(tmp_path, sandbox):
+    """No usable bwrap: exit 2, the message says how to fix it, and --out is left as it was."""
+    p = write_class(tmp_path)
+    p["out"].mkdir()
+    (p["out"] / "keep.txt").write_text("the instructor's")
+    proc = dpolab_grade(
+        tmp_path, str(p["class"]), "--out", str(p["out"]), "--solutions", str(p["solutions"]), *sandbox
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr
+    assert err.startswith("dpolab-grade: refusing to grade: --sandbox")
+    assert NO_NAMESPACES in err  # why bwrap is unusable, as bwrap said it
+    for fix in (
+        "apt-get install bubblewrap",
+        "user namespaces",
+        "docs/instructors.md",
+        "At scale",
+        "--sandbox none",
+    ):
+        assert fix in err, fix
+    assert sorted(f.name for f in p["out"].rglob("*")) == ["keep.txt"]
+    assert (p["out"] / "keep.txt").read_text() == "the instructor's"
+    # a new --out folder is not even created
+    proc = dpolab_grade(
+        tmp_path, str(p["class"]), "--out", str(tmp_path / "new"), "--solutions", str(p["solutions"])
+    )
+    assert proc.returncode == 2 and not (tmp_path / "new").exists()
+
+
+@pytest.fixture(scope="module")
+def graded_without_sandbox(tmp_path_factory) -> dict:
+    """The class graded with --sandbox none where bwrap is unusable."""
+    tmp = tmp_path_factory.mktemp("fail_closed")
+    p = write_class(tmp)
+    proc = dpolab_grade(
+        tmp, str(p["class"]), "--out", str(p["out"]), "--solutions", str(p["solutions"]),
+        "--sandbox", "none", "--jobs", "2", "--cell-timeout", "60",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    return {
+        "p": p,
+        "proc": proc,
+        "grades": read_csv(p["out"] / "grades.csv"),
+        "cells": read_csv(p["out"] / "cells.csv"),
+    }
+
+
+def test_sandbox_none_kernel_imports_the_student_package(graded_without_sandbox):
+    """--sandbox none: the cheater's import fails in the kernel, every cell of notebook 01 scores 0;
+    the solved notebook keeps its 11 points."""
+    g = graded_without_sandbox
+    assert g["grades"]["honest"]["status"] == "graded" and g["grades"]["honest"]["score"] == str(POINTS)
+    assert g["grades"]["cheater"]["status"] == "graded" and g["grades"]["cheater"]["score"] == "0"
+    cells = {k: v for k, v in g["cells"]["cheater"].items() if k not in ("student_id", "status")}
+    assert len(cells) == 5 and set(cells.values()) == {"0"}, cells
+    # what the kernel imported, printed by the answer cell: the student package built in OUT/.grader
+    out = g["p"]["out"]
+    graded = nbformat.read(out / "autograded" / "cheater" / ASSIGNMENT / f"{NB}.ipynb", as_version=4)
+    (answer,) = [c for c in graded.cells if grading_meta(c).get("grade_id") == "dpo_loss_answer"]
+    printed = "".join(o.get("text", "") for o in answer.outputs if o.output_type == "stream")
+    file = Path(printed.split("DPOLAB_FILE", 1)[1].split()[0])
+    assert file.parent.parent.parent == out / ".grader" and file.parent.parent.name.startswith("student-")
+    assert not (file.parent / "losses").exists()
+    (error,) = [o for o in answer.outputs if o.output_type == "error"]
+    assert error.ename == "ReferenceNotIncludedError" and error.evalue.startswith(
+        "DPOLoss is an exercise of notebook 01"
+    )
+    # the log says what was chosen and what the kernel imports
+    log = (out / "grading.log").read_text()
+    assert "isolation: none (--sandbox none)" in log
+    assert "kernel package: the student dpolab" in log and "first on the kernel's PYTHONPATH" in log
+
+
+def test_an_unusable_student_id_is_ungradable(graded_without_sandbox):
+    """A folder name that cannot be a student id needs the instructor: ungradable, the id named."""
+    row = graded_without_sandbox["grades"][ODD_ID]
+    assert row["status"] == "ungradable" and row["score"] == "0"
+    assert f"{ODD_ID!r} is not a usable student id" in row["reason"]
+    assert "not handed in" not in row["reason"]
+
+
+def test_unsandboxed_kernelspec_puts_the_student_package_first(tmp_path, monkeypatch):
+    """--sandbox none: the kernelspec's env has the student package's folder first on PYTHONPATH,
+    the grader's own PYTHONPATH after it; that Python, and another one (--kernel-python), find it."""
+    from dpolab.autograde import sandbox
+    from dpolab.autograde.student_package import build_package
+
+    folder = build_package(tmp_path / "cache")
+    monkeypatch.setenv("PYTHONPATH", "/grader/extra")
+    sandbox.write_kernelspec(
+        tmp_path / "jupyter", python=sys.executable, limits=sandbox.Limits(), sandbox=False,
+        work=tmp_path, notebook_dir=tmp_path, runtime=tmp_path, forbidden=[], student_package=folder,
+    )  # fmt: skip
+    spec = json.loads((tmp_path / "jupyter" / "kernels" / "python3" / "kernel.json").read_text())
+    assert spec["env"]["PYTHONPATH"] == f"{folder.parent}{os.pathsep}/grader/extra"
+    assert "bwrap" not in spec["argv"]
+    monkeypatch.delenv("PYTHONPATH")
+    expected = os.path.realpath(folder / "__init__.py")
+    assert sandbox.student_import(sys.executable, folder) == expected
+    assert sandbox.package_folder(sys.executable) != os.path.realpath(folder)  # its own dpolab otherwise
+    other = shutil.which("python3", path="/usr/bin:/bin")  # another environment: no dpolab of its own
+    if other:
+        assert sandbox.student_import(other, folder) == expected
