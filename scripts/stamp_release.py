@@ -9,20 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dpolab.autograde.release import (  # noqa: F401  (the tests use this module's names)
-    BADGE_PREFIX,
-    INSTALL_CELL_ID,
-    badges,
-    binder_badge,
-    binder_url,
-    colab_badge,
-    colab_url,
-    graded_cell_source,
-    install_cell_source,
-    project,
-    stamp,
-    stamp_folder,
-)
+from dpolab.autograde.release import stamp_folder
 
 if __name__ == "__main__":
     for folder in sys.argv[1:]:

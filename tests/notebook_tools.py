@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -19,14 +18,6 @@ SOLUTIONS = ROOT / "solutions" / ASSIGNMENT
 RELEASE = ROOT / "notebooks" / ASSIGNMENT
 NOTEBOOKS = sorted(p.name for p in SOLUTIONS.glob("*.ipynb"))
 MARKER = re.compile(r"^\s*### (BEGIN|END) (SOLUTION|HIDDEN TESTS)\s*$")
-
-
-def load_script(name: str):
-    """A module from scripts/ (not a package), e.g. ``load_script("stamp_release")``."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def nbgrader(

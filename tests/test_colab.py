@@ -34,8 +34,7 @@ from venv_tools import (
     venv_env,
 )
 
-stamp_release = release  # what make release stamps (nbgrader generate_assignment, nbgrader_config.py)
-PROJECT = stamp_release.project()
+PROJECT = release.project()
 RELEASES = sorted(p for p in (ROOT / "notebooks").iterdir() if p.is_dir())
 STUDENT_NOTEBOOKS = sorted(p for folder in RELEASES for p in folder.glob("*.ipynb"))
 # What Colab has preinstalled that the lab uses (a small part of Colab's image).
@@ -54,16 +53,14 @@ def test_every_release_folder_has_notebooks():
 def test_student_notebook_carries_badges_and_install_cell(path):
     nb = nbformat.read(path, as_version=4)
     title = next(c for c in nb.cells if c.cell_type == "markdown")
-    expected = stamp_release.badges(_rel(path), PROJECT)
+    expected = release.badges(_rel(path), PROJECT)
     assert expected in title.source.splitlines(), (
         f"{_rel(path)}: the title cell lacks the badges for {PROJECT['repository']} at {PROJECT['revision']} "
         "(run `make release`)"
     )
     first_code = next(c for c in nb.cells if c.cell_type == "code")
-    assert first_code.get("id") == stamp_release.INSTALL_CELL_ID, (
-        "the first code cell must be the Colab set-up"
-    )
-    assert first_code.source == stamp_release.install_cell_source(PROJECT), (
+    assert first_code.get("id") == release.INSTALL_CELL_ID, "the first code cell must be the Colab set-up"
+    assert first_code.source == release.install_cell_source(PROJECT), (
         f"{_rel(path)}: the install cell is not lib/dpolab/autograde/colab_cells/self_study.py stamped for "
         f"{PROJECT['repository']}@{PROJECT['revision']} (run `make release`)"
     )
@@ -73,8 +70,8 @@ def test_student_notebook_carries_badges_and_install_cell(path):
 def test_solutions_are_not_stamped():
     for path in SOLUTIONS.glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
-        assert all(c.get("id") != stamp_release.INSTALL_CELL_ID for c in nb.cells), path.name
-        assert stamp_release.BADGE_PREFIX not in nb.cells[0].source, path.name
+        assert all(c.get("id") != release.INSTALL_CELL_ID for c in nb.cells), path.name
+        assert release.BADGE_PREFIX not in nb.cells[0].source, path.name
 
 
 def test_readme_badges_agree_with_pyproject():
@@ -82,19 +79,15 @@ def test_readme_badges_agree_with_pyproject():
     first_screen = "\n".join(readme.splitlines()[:25])
     folder = _rel(RELEASES[0])
     first = _rel(STUDENT_NOTEBOOKS[0])
-    assert stamp_release.colab_badge(first, PROJECT) in first_screen, (
+    assert release.colab_badge(first, PROJECT) in first_screen, (
         "the README's first screen must carry the Colab badge of the first notebook"
     )
-    assert stamp_release.binder_url(folder, PROJECT) in first_screen, (
-        "the README's first screen: Binder badge"
-    )
+    assert release.binder_url(folder, PROJECT) in first_screen, "the README's first screen: Binder badge"
     assert "make lab" in first_screen and "make test" in first_screen
     # every Colab or Binder link in the README opens an existing notebook (or folder) at the
     # address and revision of pyproject.toml
     paths = [_rel(p) for p in [*RELEASES, *STUDENT_NOTEBOOKS]]
-    allowed = {stamp_release.colab_url(p, PROJECT) for p in paths} | {
-        stamp_release.binder_url(p, PROJECT) for p in paths
-    }
+    allowed = {release.colab_url(p, PROJECT) for p in paths} | {release.binder_url(p, PROJECT) for p in paths}
     links = re.findall(r"https://(?:colab\.research\.google\.com/github|mybinder\.org/v2)/[^\s)\]]+", readme)
     assert links
     stray = [u for u in links if u not in allowed]
@@ -126,7 +119,7 @@ def test_install_cell_does_nothing_outside_colab(monkeypatch, capsys):
         raise AssertionError(f"the install cell ran a command outside Colab: {args}")
 
     monkeypatch.setattr(subprocess, "run", no_subprocess)
-    exec(compile(stamp_release.install_cell_source(PROJECT), "colab-setup", "exec"), {"__name__": "__main__"})
+    exec(compile(release.install_cell_source(PROJECT), "colab-setup", "exec"), {"__name__": "__main__"})
     assert capsys.readouterr().out == ""
 
 
@@ -173,7 +166,7 @@ def test_colab_simulation(colab_venv, tmp_path):
     nb = nbformat.read(first, as_version=4)
     kernel = kernel_manager(tmp_path, python, child_env(python, DPOLAB_INSTALL_SOURCE=str(source)))
     errors, _, _ = run_notebook(nb, kernel, tmp_path)
-    install = next(c for c in nb.cells if c.get("id") == stamp_release.INSTALL_CELL_ID)
+    install = next(c for c in nb.cells if c.get("id") == release.INSTALL_CELL_ID)
     said = stream_text(install)
     version = PROJECT["revision"].removeprefix("v")
     expected = f"installed dpolab {version} from {source}; torch {before['version']} kept as it was"

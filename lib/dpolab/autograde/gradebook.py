@@ -61,7 +61,7 @@ with open(os.path.join(c.CourseDirectory.root, ".grader", "current")) as f:
 
 
 def merge_student(path: Path, assignment: str, result: dict) -> None:
-    """Record one student's result (``runner._finish``, with ``late.apply``'s fields): each grade
+    """Record one student's result (``runner._finish``, with ``classroom.Course.apply``'s fields): each grade
     cell's score (``{notebook: {"status", "grades": {grade_id: score}}}``), the submission's
     timestamp and each notebook's late penalty."""
     student_id, notebooks = result["student_id"], result["notebooks"]

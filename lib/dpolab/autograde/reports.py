@@ -39,9 +39,8 @@ def current(results: list[dict], gradebook: Path, assignment: str, roster: list[
         if row:
             r.update({k: row[k] for k in ("score", "raw_score", "late_penalty", "timestamp")})
             for nb, grades in row["grades"].items():
-                if nb in r["notebooks"]:
+                if nb in r["notebooks"]:  # None (waiting for a manual grade) is left out: blank in cells.csv
                     r["notebooks"][nb]["grades"] = {k: v for k, v in grades.items() if v is not None}
-            r["cells"] = row["grades"]
         if roster is not None and r["student_id"] not in enrolled:
             r["reason"] = "; ".join(filter(None, [r["reason"], "not on the roster"]))
         out.append(r)
@@ -81,7 +80,7 @@ def write_reports(
         w.writerow(["student_id", "status", *(c.name if unique else f"{c.notebook}/{c.name}" for c in cells)])
         w.writerow(["(max)", "", *(_fmt(c.points) for c in cells)])
         for r in rows:
-            scores = [r.get("cells", {}).get(c.notebook, {}).get(c.name) for c in cells]
+            scores = [r["notebooks"].get(c.notebook, {}).get("grades", {}).get(c.name) for c in cells]
             w.writerow([r["student_id"], r["status"], *("" if s is None else _fmt(s) for s in scores)])
     write_class_report(out, rows, cells)
     return rows

@@ -41,12 +41,8 @@ from .inputs import Submission
 from .reports import write_reports
 
 MANIFEST = "shard.json"
-STUDENT_FOLDERS = (
-    "feedback",
-    "autograded",
-    "submitted",
-    "logs",
-)  # OUT/<folder>/<student_id>/: copied by merge
+# OUT/<folder>/<student_id>/: copied by merge
+STUDENT_FOLDERS = ("feedback", "autograded", "submitted", "logs")
 
 
 # --------------------------------------------------------------------------- choosing a share
