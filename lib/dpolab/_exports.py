@@ -30,6 +30,9 @@ REFERENCE_MODULES: dict[str, str] = {
     "dpolab.training.hf": "the Hugging Face bridge of notebook 04 (it trains with the reference)",
     "dpolab.training.trl_dpo": "dpolab-train's TRL DPOTrainer run (built on the Hugging Face bridge)",
     "dpolab.training.cli": "the dpolab-train command (it runs dpolab.training.trl_dpo)",
+    "dpolab.training.early_stopping": "train_with_early_stopping (notebook 05)",
+    "dpolab.training.on_policy": "on_policy_pairs (notebook 05)",
+    "dpolab.training.part5": "Part 5's experiments (they train with the reference and call notebook 05's answers)",
 }
 
 #: Every exercise (a name defined in a solution block) and its notebook.
@@ -44,6 +47,8 @@ EXERCISES: dict[str, str] = {
     "PreferenceDatasetGenerator": "03_preference_data",
     "concatenated_logps": "04_train_with_dpo",
     "dpo_train_step": "04_train_with_dpo",
+    "train_with_early_stopping": "05_what_dpo_optimises",
+    "on_policy_pairs": "05_what_dpo_optimises",
 }
 
 

@@ -212,6 +212,133 @@ def preference_loss(
     raise ValueError(f"loss must be one of {tuple(DEFAULT_BETA)}, got {loss!r}")
 
 
+class PreferenceSteps:
+    """A preference-training run, one optimiser step per call: ``steps()`` returns that step's metrics.
+
+    The set-up of :func:`train_preference` (the reference scored once, AdamW with warm-up and
+    cosine decay over ``steps``, batches drawn by a generator seeded by ``seed``) without its
+    loop, so that another loop (early stopping, on-policy rounds) can decide when to stop,
+    evaluate or change the pairs. Arguments as in :func:`train_preference`;
+    ``label_smoothing`` is cDPO's ε (``loss="dpo"`` only). ``policy`` is trained in place.
+    """
+
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        reference: torch.nn.Module | tuple[torch.Tensor, torch.Tensor] | None,
+        pairs: Sequence[Any],
+        tokenizer: Any,
+        *,
+        loss: str = "dpo",
+        beta: float | None = None,
+        nll_weight: float = 0.0,
+        steps: int = 100,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        warmup: int = 10,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        simpo_gamma: float = 1.0,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        if loss not in DEFAULT_BETA:
+            raise ValueError(f"loss must be one of {tuple(DEFAULT_BETA)}, got {loss!r}")
+        if steps < 1 or batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+        if nll_weight < 0:
+            raise ValueError(f"nll_weight must be >= 0, got {nll_weight}")
+        if label_smoothing and loss != "dpo":
+            raise ValueError(f"label_smoothing is cDPO's: it needs loss='dpo', got {loss!r}")
+        self.loss, self.nll_weight, self.simpo_gamma = loss, nll_weight, simpo_gamma
+        self.label_smoothing, self.batch_size = label_smoothing, batch_size
+        self.beta = DEFAULT_BETA[loss] if beta is None else beta
+        self.device = device = (
+            torch.device(device) if device is not None else next(policy.parameters()).device
+        )
+        torch.manual_seed(seed)
+        self.policy = policy.to(device)
+        self.data = data = PreferenceData(pairs, tokenizer, device)
+        self.ref_model = ref_model = reference if isinstance(reference, torch.nn.Module) else None
+
+        # --- the reference, scored once ----------------------------------------------
+        if ref_model is not None:
+            ref_model.to(device)
+            self.ref_chosen, self.ref_rejected = precompute_reference_logps(
+                ref_model, data.batches(max(batch_size, 256))
+            )
+        elif reference is not None:
+            self.ref_chosen, self.ref_rejected = (
+                torch.as_tensor(t, device=device).detach() for t in reference
+            )
+            if self.ref_chosen.shape != (len(data),) or self.ref_rejected.shape != (len(data),):
+                raise ValueError(
+                    f"reference log-probs must have shape ({len(data)},) (one per pair), "
+                    f"got {tuple(self.ref_chosen.shape)} and {tuple(self.ref_rejected.shape)}"
+                )
+        elif loss in REFERENCE_FREE:
+            self.ref_chosen = self.ref_rejected = torch.zeros(len(data), device=device)
+        else:
+            raise ValueError(f"reference must be given for loss={loss!r} (a model or precomputed log-probs)")
+        if loss == "kto":
+            if ref_model is None:
+                raise ValueError("reference must be a model for loss='kto' (its KL rows are scored once too)")
+            self.kl_rows = data.mismatched()
+            was_training = ref_model.training
+            ref_model.eval()
+            self.ref_kl = sequence_logps_of(ref_model, self.kl_rows)
+            ref_model.train(was_training)
+
+        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: cosine_lr(s, steps, min(warmup, steps))
+        )
+        self.generator = torch.Generator().manual_seed(seed)
+        policy.train()
+
+    def __call__(self) -> dict[str, float]:
+        """One optimiser step on a random batch; the loss and the reward metrics, as floats."""
+        policy, data, loss = self.policy, self.data, self.loss
+        rows = torch.randint(len(data), (min(self.batch_size, len(data)),), generator=self.generator).to(
+            self.device
+        )
+        batch = data.batch(rows)
+        policy_chosen, policy_rejected = concatenated_logps(policy, batch)
+        chosen_tokens = response_token_counts(batch.chosen.loss_mask)
+        rejected_tokens = response_token_counts(batch.rejected.loss_mask)
+        kl_estimate = None
+        if loss == "kto":
+            # z0 from mismatched pairs: a no-grad forward of the policy on B rows.
+            policy_kl = sequence_logps_of(policy, _gather(self.kl_rows, rows))
+            kl_estimate = estimate_kl(policy_kl, self.ref_kl[rows])
+        ref_chosen, ref_rejected = self.ref_chosen[rows], self.ref_rejected[rows]
+        if self.label_smoothing:
+            total = dpo_loss(
+                policy_chosen, policy_rejected, ref_chosen, ref_rejected, self.beta, self.label_smoothing
+            ).mean()
+        else:
+            total = preference_loss(
+                loss,
+                policy_chosen,
+                policy_rejected,
+                ref_chosen,
+                ref_rejected,
+                chosen_tokens,
+                rejected_tokens,
+                self.beta,
+                kl_estimate=kl_estimate,
+                simpo_gamma=self.simpo_gamma,
+            )
+        if self.nll_weight:
+            total = total + self.nll_weight * (-policy_chosen.sum() / chosen_tokens.sum().clamp(min=1))
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        # Rewards use DPO's β-scaled log-ratio for every loss (β = the loss's β), so runs compare.
+        metrics = preference_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, self.beta)
+        return _as_floats({"loss": total.detach(), **metrics})
+
+
 def train_preference(
     policy: torch.nn.Module,
     reference: torch.nn.Module | tuple[torch.Tensor, torch.Tensor] | None,
@@ -232,6 +359,7 @@ def train_preference(
     eval_every: int = 0,
     eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     kl_prompts: Sequence[str] | None = None,
+    label_smoothing: float = 0.0,
 ) -> dict[str, list[float]]:
     r"""Train ``policy`` on preference ``pairs`` with ``loss``; returns the per-step history.
 
@@ -244,6 +372,8 @@ def train_preference(
         pairs: :class:`~dpolab.PreferencePair` or mappings with prompt/chosen/rejected.
         loss: ``"dpo"``, ``"ipo"``, ``"kto"``, ``"orpo"`` or ``"simpo"`` (:func:`preference_loss`).
         beta: the loss's β (default :data:`DEFAULT_BETA`).
+        label_smoothing: cDPO's ε (``loss="dpo"``): the DPO loss of a pair whose label is
+            flipped with probability ε (:func:`~dpolab.losses.dpo.dpo_loss`).
         nll_weight: α of an added NLL term on the chosen responses,
             :math:`\alpha\cdot(-\sum\log\pi(y_w\mid x)/\sum|y_w|)` (RPO; keeps the chosen
             likelihood from falling).
@@ -260,94 +390,38 @@ def train_preference(
     generator seeded by ``seed`` (``torch.manual_seed(seed)`` is set too, for dropout
     and KTO); AdamW with warm-up and cosine decay.
     """
-    if loss not in DEFAULT_BETA:
-        raise ValueError(f"loss must be one of {tuple(DEFAULT_BETA)}, got {loss!r}")
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
-    if nll_weight < 0:
-        raise ValueError(f"nll_weight must be >= 0, got {nll_weight}")
-    beta = DEFAULT_BETA[loss] if beta is None else beta
-    device = torch.device(device) if device is not None else next(policy.parameters()).device
-    torch.manual_seed(seed)
-    policy.to(device)
-    data = PreferenceData(pairs, tokenizer, device)
-    ref_model = reference if isinstance(reference, torch.nn.Module) else None
-
-    # --- the reference, scored once --------------------------------------------------
-    if ref_model is not None:
-        ref_model.to(device)
-        ref_chosen, ref_rejected = precompute_reference_logps(ref_model, data.batches(max(batch_size, 256)))
-    elif reference is not None:
-        ref_chosen, ref_rejected = (torch.as_tensor(t, device=device).detach() for t in reference)
-        if ref_chosen.shape != (len(data),) or ref_rejected.shape != (len(data),):
-            raise ValueError(
-                f"reference log-probs must have shape ({len(data)},) (one per pair), "
-                f"got {tuple(ref_chosen.shape)} and {tuple(ref_rejected.shape)}"
-            )
-    elif loss in REFERENCE_FREE:
-        ref_chosen = ref_rejected = torch.zeros(len(data), device=device)
-    else:
-        raise ValueError(f"reference must be given for loss={loss!r} (a model or precomputed log-probs)")
-    if loss == "kto":
-        if ref_model is None:
-            raise ValueError("reference must be a model for loss='kto' (its KL rows are scored once too)")
-        kl_rows = data.mismatched()
-        was_training = ref_model.training
-        ref_model.eval()
-        ref_kl = sequence_logps_of(ref_model, kl_rows)
-        ref_model.train(was_training)
+    run = PreferenceSteps(
+        policy,
+        reference,
+        pairs,
+        tokenizer,
+        loss=loss,
+        beta=beta,
+        nll_weight=nll_weight,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        seed=seed,
+        device=device,
+        simpo_gamma=simpo_gamma,
+        label_smoothing=label_smoothing,
+    )
+    ref_model, device = run.ref_model, run.device
     if eval_every and ref_model is not None:
         from .evaluation import kl_to_reference
 
         kl_prompts = list(kl_prompts) if kl_prompts is not None else list(dict.fromkeys(_prompts(pairs)))[:64]
-        max_new = max(len(r) for r in data.chosen + data.rejected) + 1
+        max_new = max(len(r) for r in run.data.chosen + run.data.rejected) + 1
 
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_lr(s, steps, min(warmup, steps))
-    )
-    generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {k: [] for k in ("step", *METRIC_KEYS, "lr")}
     if eval_every:
         history["eval_step"] = []
-    policy.train()
     for step in progress_bar(steps, progress, loss.upper() + (f"+NLL({nll_weight:g})" if nll_weight else "")):
-        rows = torch.randint(len(data), (min(batch_size, len(data)),), generator=generator).to(device)
-        batch = data.batch(rows)
-        policy_chosen, policy_rejected = concatenated_logps(policy, batch)
-        chosen_tokens = response_token_counts(batch.chosen.loss_mask)
-        rejected_tokens = response_token_counts(batch.rejected.loss_mask)
-        kl_estimate = None
-        if loss == "kto":
-            # z0 from mismatched pairs: a no-grad forward of the policy on B rows.
-            policy_kl = sequence_logps_of(policy, _gather(kl_rows, rows))
-            kl_estimate = estimate_kl(policy_kl, ref_kl[rows])
-        total = preference_loss(
-            loss,
-            policy_chosen,
-            policy_rejected,
-            ref_chosen[rows],
-            ref_rejected[rows],
-            chosen_tokens,
-            rejected_tokens,
-            beta,
-            kl_estimate=kl_estimate,
-            simpo_gamma=simpo_gamma,
-        )
-        if nll_weight:
-            total = total + nll_weight * (-policy_chosen.sum() / chosen_tokens.sum().clamp(min=1))
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        scheduler.step()
-        # Rewards use DPO's β-scaled log-ratio for every loss (β = the loss's β), so runs compare.
-        metrics = preference_metrics(
-            policy_chosen, policy_rejected, ref_chosen[rows], ref_rejected[rows], beta
-        )
-        for key, value in _as_floats({"loss": total.detach(), **metrics}).items():
+        for key, value in run().items():
             history[key].append(value)
         history["step"].append(step)
-        history["lr"].append(scheduler.get_last_lr()[0])
+        history["lr"].append(run.scheduler.get_last_lr()[0])
         if eval_every and ((step + 1) % eval_every == 0 or step == steps - 1):
             history["eval_step"].append(step)
             scores = {}
