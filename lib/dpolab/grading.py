@@ -270,6 +270,93 @@ def random_preference_batch(
     return collate_preferences(prompts, chosen, rejected, pad_token_id=0).to(device)
 
 
+# --------------------------------------------------------------------------- notebook 05
+# Test doubles for Exercise 5b (on-policy pairs): a policy whose samples are known, and a pair
+# generator that records what it is given.
+
+
+class LetterLM(torch.nn.Module):
+    r"""A fake causal LM whose response is one letter, then EOS: its samples are known in advance.
+
+    After any context that does not end in one of ``letters``, the next-token logits are
+    ``letters``' values (every other token far below); after a letter, EOS. So a sampled
+    response is a single letter, drawn from ``softmax(logits / temperature)``, and greedy
+    decoding always gives the letter with the largest logit. ``tokenizer`` is the lab's
+    :class:`~dpolab.CharTokenizer` (its ids).
+    """
+
+    def __init__(self, tokenizer: Any, letters: dict[str, float]):
+        super().__init__()
+        self.vocab_size = tokenizer.vocab_size
+        self.eos = tokenizer.eos_token_id
+        self.letter_ids = [tokenizer.encode(ch)[0] for ch in letters]
+        self.letter_logits = torch.tensor(list(letters.values()), dtype=torch.float32)
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # a parameter: the device and no state
+
+    def forward(self, input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        n, t = input_ids.shape
+        logits = torch.full((n, t, self.vocab_size), -30.0, device=input_ids.device) + 0 * self.anchor
+        after_letter = torch.isin(input_ids, torch.tensor(self.letter_ids, device=input_ids.device))
+        ids = torch.tensor(self.letter_ids, device=input_ids.device)
+        logits[..., ids] = torch.where(
+            after_letter[..., None],
+            torch.tensor(-30.0, device=input_ids.device),
+            self.letter_logits.to(input_ids.device),
+        )
+        logits[..., self.eos] = torch.where(after_letter, 0.0, -30.0)
+        return logits
+
+
+class ScoredPair(types.SimpleNamespace):
+    """A pair as :class:`PairRecorder` makes it: prompt, chosen, rejected and their scores."""
+
+
+class PairRecorder:
+    """A stand-in for Part 3's ``PreferenceDatasetGenerator`` that records what it is given.
+
+    ``from_scored_responses(data, prompt_key="prompt", response_key="response", score_key="score")``
+    stores every record it receives (``records``) and returns, per prompt in first-seen order,
+    one pair: the first response with the highest score against the last with the lowest,
+    kept when their gap is at least ``min_score_diff`` (so a prompt whose responses all score
+    the same gives none). Every pair it returned is in ``returned``.
+    """
+
+    def __init__(self, min_score_diff: float = 0.5):
+        self.min_score_diff = min_score_diff
+        self.records: list[dict[str, Any]] = []
+        self.returned: list[ScoredPair] = []
+        self.calls = 0
+
+    def from_scored_responses(
+        self,
+        data: Iterable[Any],
+        prompt_key: str = "prompt",
+        response_key: str = "response",
+        score_key: str = "score",
+    ) -> list[ScoredPair]:
+        self.calls += 1
+        groups: dict[Any, list[tuple[float, Any]]] = {}
+        for record in data:
+            entry = {
+                "prompt": record[prompt_key],
+                "response": record[response_key],
+                "score": record[score_key],
+            }
+            self.records.append(entry)
+            groups.setdefault(entry["prompt"], []).append((float(entry["score"]), entry["response"]))
+        pairs = []
+        for prompt, scored in groups.items():
+            top = max(s for s, _ in scored)
+            low = min(s for s, _ in scored)
+            chosen = next(r for s, r in scored if s == top)
+            rejected = [r for s, r in scored if s == low][-1]
+            if top - low >= self.min_score_diff:
+                pairs.append(ScoredPair(prompt=prompt, chosen=chosen, rejected=rejected, chosen_score=top,
+                                        rejected_score=low))  # fmt: skip
+        self.returned += pairs
+        return pairs
+
+
 # --------------------------------------------------------------------------- hidden tests
 # The hidden tests record what the student's code returned; the grader judges the records
 # outside the student's kernel (see dpolab.autograde.records).

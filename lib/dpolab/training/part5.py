@@ -236,6 +236,7 @@ def run_on_policy(
     prompts_per_round: int = ON_POLICY["prompts_per_round"],
     beta: float = 0.1,
     lr: float = 1e-4,
+    pair_fn: Any = on_policy_pairs,
 ) -> dict[str, Any]:
     """Rounds of generate → pair → DPO, and DPO on the teacher's pairs of the same prompts, same budget.
 
@@ -244,6 +245,7 @@ def run_on_policy(
     ``PreferenceDatasetGenerator``) and trains ``steps_per_round`` DPO steps on them (the
     reference stays the SFT model). The offline run trains ``rounds * steps_per_round`` steps
     on the teacher's pairs of the same prompts. Both are measured on the test prompts.
+    ``pair_fn``: the function that builds the pairs (notebook 05 passes the student's own).
     """
     task, tok = setup.task, setup.tokenizer
     rng = random.Random(seed)
