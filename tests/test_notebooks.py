@@ -20,12 +20,13 @@ from notebook_tools import (
 )
 
 
-def test_four_notebooks():
+def test_five_notebooks():
     assert NOTEBOOKS == [
         "01_dpo_loss.ipynb",
         "02_dpo_variants.ipynb",
         "03_preference_data.ipynb",
         "04_train_with_dpo.ipynb",
+        "05_what_dpo_optimises.ipynb",
     ]
     assert sorted(p.name for p in RELEASE.glob("*.ipynb")) == NOTEBOOKS
 
@@ -61,8 +62,11 @@ def test_release_has_no_solution_no_hidden_test_no_output(name):
                 assert line.strip() not in text, (
                     f"solution/hidden line leaked into the release: {line.strip()!r}"
                 )
-    stubs = [c for c in release.cells if grading_meta(c).get("solution")]
+    stubs = [c for c in release.cells if grading_meta(c).get("solution") and c.cell_type == "code"]
     assert stubs and all("raise NotImplementedError()" in c.source for c in stubs)
+    # written answers (markdown, graded by hand): the student sees nbgrader's prompt, not the model answer
+    written = [c for c in release.cells if grading_meta(c).get("solution") and c.cell_type == "markdown"]
+    assert all(c.source.strip() == "YOUR ANSWER HERE" for c in written), [c.source[:80] for c in written]
     graded = [c for c in release.cells if grading_meta(c).get("grade")]
     assert graded and all(grading_meta(c)["points"] > 0 for c in graded)
 
@@ -94,7 +98,7 @@ def test_student_notebook_runs_with_only_not_implemented_errors(tmp_path, monkey
 
 @pytest.mark.parametrize("number, name", list(enumerate(NOTEBOOKS, start=1)))
 def test_student_notebook_reads_as_one_part_of_the_course(number, name):
-    """Exercise N of 4, prerequisites and a time in the first cell, a collapsed hint per answer
+    """Exercise N of 5, prerequisites and a time in the first cell, a collapsed hint per answer
     cell, and nothing a student cannot see (a course draft, the developers' rules, an issue)."""
     import re
 
