@@ -241,7 +241,7 @@ def read_csv(path: Path) -> list[dict]:
 TERM_CONFIG = """
 c.CourseDirectory.course_id = "dpo-lab"
 c.Exchange.root = {exchange!r}
-c.AssignLatePenalties.plugin_class = "dpolab.autograde.classroom.SubtractPerHour"
+c.AssignLatePenalties.plugin_class = "dpolab_grade.classroom.SubtractPerHour"
 c.SubtractPerHour.points_per_hour = {per_hour}
 """
 STUDENT_CONFIG = """c = get_config()  # noqa: F821
@@ -430,7 +430,7 @@ def test_timestamps_are_kept_in_the_gradebook_as_collected(flows):
     """formgrader and nbgrader export show when each student submitted (the last submission)."""
     from nbgrader.api import Gradebook
 
-    from dpolab.autograde.classroom import parse_time
+    from dpolab_grade.classroom import parse_time
 
     with Gradebook(f"sqlite:///{flows['out'] / 'gradebook.db'}") as gb:
         assert gb.find_assignment(ASSIGNMENT).duedate == parse_time(
@@ -628,7 +628,7 @@ def test_hidden_tests_fail_closed_without_the_judge(course, tmp_path):
 
 def test_outside_grading_hidden_tests_neither_send_nor_fail(monkeypatch):
     """A student running the release, nbval on the solutions, Colab: nothing changes."""
-    from dpolab.autograde.records import ENV, Probe, collect_into
+    from dpolab.records import ENV, Probe, collect_into
 
     sink: list = []
     collect_into(sink)
