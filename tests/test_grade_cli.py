@@ -692,7 +692,9 @@ def test_kernel_transport_falls_back_to_tcp_with_a_log_line(monkeypatch):
     # the zygote's socket still needs its folder: bound, with the network shared beside it
     argv = sandbox.bwrap_argv(*args, ipc_dir=Path("/rt/ipc"), share_net=True)
     assert "--share-net" in argv and argv[argv.index("/rt/ipc") - 1] == "--bind"
-    c = worker.config(dict(spec, transport="tcp"), worker.Limits(), Path("/u/course"), Path("/u/verdicts.jsonl"))
+    c = worker.config(
+        dict(spec, transport="tcp"), worker.Limits(), Path("/u/course"), Path("/u/verdicts.jsonl")
+    )
     assert "transport" not in c.KernelManager
 
 

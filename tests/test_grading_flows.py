@@ -26,8 +26,8 @@ the Canvas file (a manual grade made afterwards shows in it). The class:
 ``incomplete``       hands in notebooks 01 and 03 only: 0 for 02 and 04, ``incomplete``
 ``zoe``              enrolled (the roster), hands nothing in: ``missing``, 0
 
-Plain nbgrader runs without the sandbox (the kernel can read what the grading user can); that is
-said in the docs, and ``dpolab-grade`` is the safe path. The two runs go at the same time (plain
+Plain nbgrader runs each kernel in the same sandbox as ``dpolab-grade`` (``use_judge(c)``; its
+hostile class is tests/test_nbgrader_sandbox.py's). The two runs go at the same time (plain
 nbgrader grades one notebook at a time; ``dpolab-grade --jobs 1`` beside it), each on one core.
 
 Without the judge, a hidden test fails its cell (fail closed): ``test_hidden_tests_fail_closed_without_the_judge``.
