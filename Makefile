@@ -62,4 +62,4 @@ release:
 GRADED_OUT ?= graded-course
 graded-course:
 	VENV=$(VENV) scripts/setup.sh instructor
-	$(BIN)/python -m dpolab.autograde.student_package $(GRADED_OUT)
+	$(BIN)/python -m dpolab_grade.student_package $(GRADED_OUT)

@@ -111,7 +111,7 @@ def make_class(folder: Path, solutions: Path, students: int, port: int) -> dict[
 
 
 def grade(submissions: Path, out: Path, solutions: Path, jobs: int, extra: list[str]) -> float:
-    from dpolab.autograde.cli import main
+    from dpolab_grade.cli import main
 
     start = time.perf_counter()
     rc = main(
@@ -139,7 +139,7 @@ def grade_processes(runs: list[list[str]]) -> list[float]:
 
 def sharded(args, tmp: Path, solutions: Path, kinds: dict, extra: list[str], prepared: float) -> None:
     """One run with --jobs N against N concurrent shards of --jobs 1, the merge, the 1,000-student table."""
-    from dpolab.autograde.shards import merge, shard_of
+    from dpolab_grade.shards import merge, shard_of
 
     n, students = args.shards, args.students
     grade_bin = str(Path(sys.executable).parent / "dpolab-grade")
@@ -241,7 +241,7 @@ def main() -> None:
                 shutil.copy(path, solutions)
         kinds = make_class(tmp / "class", solutions, args.students, listener.getsockname()[1])
         extra = ["--cell-timeout", str(args.cell_timeout), "--no-progress"]
-        from dpolab.autograde.course import prepare_course
+        from dpolab_grade.course import prepare_course
 
         t0 = time.perf_counter()
         course = prepare_course(solutions, ASSIGNMENT, tmp / "out1" / ".grader")  # outside the timings

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or update) the lab's virtual environment and install dpolab with an extra.
 #   scripts/setup.sh lab         # what students need to open the notebooks
-#   scripts/setup.sh test        # + nbgrader, pytest, nbval, TRL: what the tests need
+#   scripts/setup.sh instructor  # + the grader (grader/: dpolab-grade, nbgrader)
+#   scripts/setup.sh test        # + the grader, pytest, nbval, TRL: what the tests need
 # Environment: PYTHON (default python3), VENV (default .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,13 +19,18 @@ pip=("$venv/bin/python" -m pip install --quiet)
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   "${pip[@]}" "torch==2.13.0+cpu" 2>/dev/null || "${pip[@]}" "torch>=2.2,<3"
 fi
-"${pip[@]}" -e ".[$extra]"
+case "$extra" in
+  # the grader is its own distribution (grader/pyproject.toml): the extra "grade" names it, this
+  # checkout provides it
+  instructor | test) "${pip[@]}" -e ./grader -e ".[$extra]" ;;
+  *) "${pip[@]}" -e ".[$extra]" ;;
+esac
 
 # Two system packages the tests need, from Debian (CI runs as root with apt):
 # - chromium: tests/test_browser.py drives it through Playwright (whose own browser download
 #   cannot work offline);
 # - bubblewrap: dpolab-grade runs each student's kernel in a bwrap sandbox
-#   (lib/dpolab/autograde/sandbox.py), and the tests of that isolation need it;
+#   (grader/dpolab_grade/sandbox.py), and the tests of that isolation need it;
 # - slurm-wlm and munge: tests/test_grade_shards.py starts a one-node Slurm (no systemd needed)
 #   and submits deploy/slurm/'s job array and merge to it.
 # Elsewhere install them yourself (apt-get install chromium bubblewrap slurm-wlm munge), or those tests skip

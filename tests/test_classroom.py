@@ -13,8 +13,8 @@ import pytest
 from nbgrader.api import Gradebook
 from traitlets.config import Config
 
-from dpolab.autograde.classroom import Course, SubtractPerHour, _duration, parse_time, read_course
-from dpolab.autograde.lms import RosterError, read_roster, write_export
+from dpolab_grade.classroom import Course, SubtractPerHour, _duration, parse_time, read_course
+from dpolab_grade.lms import RosterError, read_roster, write_export
 
 DUE = datetime(2026, 12, 1, 17, 0, 0)
 
@@ -163,7 +163,7 @@ def test_canvas_and_csv_exports(tmp_path):
 
 
 def test_cli_refuses_a_bad_roster_or_due_date_before_grading(tmp_path, capsys):
-    from dpolab.autograde.cli import main
+    from dpolab_grade.cli import main
 
     (tmp_path / "in").mkdir()
     (tmp_path / "roster.csv").write_text("name\nann\n")

@@ -1,6 +1,6 @@
 """Colab: badges and the guarded install cell in every student notebook, and a simulated Colab.
 
-The address lives in pyproject.toml only; dpolab.autograde.release derives the badges and the
+The address lives in pyproject.toml only; dpolab_grade.release derives the badges and the
 install cell from it (``make release``). These tests fail when the release or the README
 disagree with it. The simulation builds a venv with torch already installed (as Colab has it),
 lets the first student notebook's own install cell install dpolab from a local copy of this
@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dpolab.autograde import release
+from dpolab_grade import release
 from notebook_tools import ROOT, SOLUTIONS, solved_release
 from venv_tools import (
     TORCH,
@@ -61,7 +61,7 @@ def test_student_notebook_carries_badges_and_install_cell(path):
     first_code = next(c for c in nb.cells if c.cell_type == "code")
     assert first_code.get("id") == release.INSTALL_CELL_ID, "the first code cell must be the Colab set-up"
     assert first_code.source == release.install_cell_source(PROJECT), (
-        f"{_rel(path)}: the install cell is not lib/dpolab/autograde/colab_cells/self_study.py stamped for "
+        f"{_rel(path)}: the install cell is not grader/dpolab_grade/colab_cells/self_study.py stamped for "
         f"{PROJECT['repository']}@{PROJECT['revision']} (run `make release`)"
     )
     assert not first_code.get("metadata", {}).get("nbgrader"), "the install cell must not be an nbgrader cell"
@@ -106,7 +106,7 @@ def test_address_is_written_in_one_place():
                 if PROJECT["owner_repo"] in path.read_text(encoding="utf-8", errors="ignore"):
                     hand_written.append(_rel(path))
     # the template's default is replaced at release time; the README is checked above
-    assert sorted(hand_written) == ["lib/dpolab/autograde/colab_cells/self_study.py", "pyproject.toml"], (
+    assert sorted(hand_written) == ["grader/dpolab_grade/colab_cells/self_study.py", "pyproject.toml"], (
         hand_written
     )
 

@@ -78,18 +78,18 @@ def read_csv(path: Path) -> dict[str, dict]:
 
 def test_resolve_sandbox_refuses_without_bubblewrap(monkeypatch):
     """auto and bwrap raise IsolationError with the fixes; none is the only way to run unsandboxed."""
-    from dpolab.autograde import runner
+    from dpolab_grade import isolation, runner
 
-    monkeypatch.setattr(runner, "bwrap_available", lambda: "bubblewrap (bwrap) is not installed")
+    monkeypatch.setattr(isolation, "bwrap_available", lambda: "bubblewrap (bwrap) is not installed")
     for mode in ("auto", "bwrap"):
         with pytest.raises(runner.IsolationError) as err:
-            runner.resolve_sandbox(mode)
+            isolation.resolve_sandbox(mode, runner.DOOR)
         assert f"--sandbox {mode}{' (the default)' * (mode == 'auto')} needs bubblewrap" in str(err.value)
         assert "but bubblewrap (bwrap) is not installed" in str(err.value)
-    use_bwrap, line = runner.resolve_sandbox("none")
+    use_bwrap, line = isolation.resolve_sandbox("none", runner.DOOR)
     assert use_bwrap is False and line.startswith("isolation: none (--sandbox none)")
-    monkeypatch.setattr(runner, "bwrap_available", lambda: None)
-    assert runner.resolve_sandbox("auto")[0] is True
+    monkeypatch.setattr(isolation, "bwrap_available", lambda: None)
+    assert isolation.resolve_sandbox("auto", runner.DOOR)[0] is True
 
 
 @pytest.mark.parametrize("sandbox", [[], ["--sandbox", "bwrap"]])
@@ -177,8 +177,8 @@ def test_an_unusable_student_id_is_ungradable(graded_without_sandbox):
 def test_unsandboxed_kernelspec_puts_the_student_package_first(tmp_path, monkeypatch):
     """--sandbox none: the kernelspec's env has the student package's folder first on PYTHONPATH,
     the grader's own PYTHONPATH after it; that Python, and another one (--kernel-python), find it."""
-    from dpolab.autograde import sandbox
-    from dpolab.autograde.student_package import build_package
+    from dpolab_grade import sandbox
+    from dpolab_grade.student_package import build_package
 
     folder = build_package(tmp_path / "cache")
     monkeypatch.setenv("PYTHONPATH", "/grader/extra")
@@ -196,3 +196,51 @@ def test_unsandboxed_kernelspec_puts_the_student_package_first(tmp_path, monkeyp
     other = shutil.which("python3", path="/usr/bin:/bin")  # another environment: no dpolab of its own
     if other:
         assert sandbox.student_import(other, folder) == expected
+
+
+# --------------------------------------------------------------------------- plain nbgrader's door
+def plain_class(tmp: Path, sandbox: str = "") -> dict[str, Path]:
+    """An nbgrader course with notebook 01 (``use_judge(c[, sandbox=...])``), ``honest`` and
+    ``cheater`` submitted in nbgrader's layout."""
+    from test_nbgrader_sandbox import plain_course
+
+    p = write_class(tmp)
+    root, home = tmp / "course", tmp / "home"
+    plain_course(root, home, sandbox)
+    for student in ("honest", "cheater"):
+        (root / "submitted" / student / ASSIGNMENT).mkdir(parents=True)
+        shutil.copy(p["class"] / student / f"{NB}.ipynb", root / "submitted" / student / ASSIGNMENT)
+    return {"root": root, "home": home}
+
+
+def test_plain_nbgrader_refuses_without_bubblewrap(tmp_path):
+    """use_judge(c): no usable bwrap, no notebook graded; exit code 1 and the message with the fixes."""
+    from test_nbgrader_sandbox import nbgrader, scores
+
+    c = plain_class(tmp_path)
+    proc = nbgrader(c["root"], c["home"], "autograde", ASSIGNMENT, path=no_bwrap_env(tmp_path)["PATH"])
+    assert proc.returncode != 0
+    log = proc.stdout + proc.stderr
+    assert 'refusing to grade: use_judge(c, sandbox="bwrap") (the default) needs bubblewrap' in log
+    assert NO_NAMESPACES in log
+    for fix in ("apt-get install bubblewrap", "At scale", 'use_judge(c, sandbox="none")'):
+        assert fix in log, fix
+    # nobody graded: nbgrader removes the failed autograded folders; its rows score nothing
+    assert list((c["root"] / "autograded").rglob("*.ipynb")) == []
+    assert set(scores(c["root"]).values()) <= {0}
+
+
+def test_plain_nbgrader_sandbox_none_imports_the_student_package(tmp_path):
+    """use_judge(c, sandbox="none"): graded without bwrap; the cheater's kernel imports the student
+    package (no DPOLoss), so the exercise scores 0; the honest student keeps 11."""
+    from test_nbgrader_sandbox import nbgrader, scores
+
+    c = plain_class(tmp_path, sandbox="none")
+    proc = nbgrader(c["root"], c["home"], "autograde", ASSIGNMENT, path=no_bwrap_env(tmp_path)["PATH"])
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert scores(c["root"]) == {"honest": POINTS, "cheater": 0}
+    assert 'isolation: none (use_judge(c, sandbox="none"))' in log
+    assert "first on the kernel's PYTHONPATH" in log
+    graded = (c["root"] / "autograded" / "cheater" / ASSIGNMENT / f"{NB}.ipynb").read_text()
+    assert "DPOLoss is an exercise of notebook 01_dpo_loss" in graded

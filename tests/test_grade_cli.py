@@ -9,7 +9,7 @@ on a loopback port while the class is graded: the ``snoop`` student tries to con
 to look up a name in DNS) from its kernel, and must fail.
 
 Part B of issue 9: the hidden tests only record what the student's code returned, and the grader
-judges the records outside the kernel against the solution's (dpolab.autograde.records); the
+judges the records outside the kernel against the solution's (dpolab.records); the
 kernel imports the student package, which holds no reference. So answers that patch the checks
 (``torch.allclose``, ``math.isclose``, ``abs``, the guard), import the reference or copy its
 source earn nothing: the ``patch_*``, ``imports_reference`` and ``copies_reference`` students.
@@ -51,7 +51,7 @@ finally:
 
 bwrap_missing = None
 try:
-    from dpolab.autograde.sandbox import bwrap_available
+    from dpolab_grade.sandbox import bwrap_available
 
     bwrap_missing = bwrap_available()
 except ImportError as err:  # pragma: no cover
@@ -175,10 +175,11 @@ def _paths(tmp: Path) -> dict:
     }
 
 
-def build_class(tmp: Path, grader_port: int = 9) -> dict[str, tuple]:
+def build_class(tmp: Path, grader_port: int = 9, extra_targets: dict | None = None) -> dict[str, tuple]:
     """Write the class; return ``{student: (expected score or None, reason words)}``.
 
-    ``grader_port``: a loopback port the grader listens on while it grades."""
+    ``grader_port``: a loopback port the grader listens on while it grades; ``extra_targets``:
+    more paths for ``snoop`` to try (``{"read": {what: path}, "write": {...}}``)."""
     p = _paths(tmp)
     p["solutions"].mkdir(parents=True)
     shutil.copy(SOLUTIONS / f"{NB}.ipynb", p["solutions"])
@@ -207,6 +208,8 @@ def build_class(tmp: Path, grader_port: int = 9) -> dict[str, tuple]:
             "DNS server": [_nameserver(), 53],
         },
     }
+    for kind, paths in (extra_targets or {}).items():
+        targets[kind].update(paths)
     targets_line = f"TARGETS = {json.dumps(targets)}\n"
     steal = f"SOLUTION_PATH = {str(p['solutions'] / name)!r}\n" + STEAL_SOLUTION
     not_ours = nbformat.v4.new_notebook()
@@ -327,7 +330,7 @@ def tree_hashes(*roots: Path) -> dict[str, str]:
 
 
 def grade(p: dict, *extra: str) -> None:
-    from dpolab.autograde.cli import main
+    from dpolab_grade.cli import main
 
     rc = main(
         [
@@ -346,7 +349,7 @@ def read_csv(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from dpolab.autograde.course import prepare_course
+    from dpolab_grade.course import prepare_course
 
     tmp = tmp_path_factory.mktemp("grade_cli")
     with socket.create_server(("127.0.0.1", 0)) as listener:  # the grader's own port
@@ -416,7 +419,7 @@ def test_cells_csv_has_one_column_per_graded_cell(graded):
 
 def test_merged_gradebook_has_every_grade_once(graded):
     """One submission per student, one grade per grade cell, the same scores as grades.csv."""
-    from dpolab.autograde.gradebook import scores
+    from dpolab_grade.gradebook import scores
 
     merged = scores(graded["p"]["out"] / "gradebook.db", ASSIGNMENT)
     assert sorted(merged) == sorted(graded["expected"])
@@ -604,7 +607,7 @@ def _feedback_text(graded, student: str) -> str:
 
 # --------------------------------------------------------------------------- inputs (no kernel)
 def test_zip_is_read_safely(tmp_path):
-    from dpolab.autograde.inputs import MAX_NOTEBOOK_BYTES, find_submissions
+    from dpolab_grade.inputs import MAX_NOTEBOOK_BYTES, find_submissions
 
     good = nbformat.writes(nbformat.v4.new_notebook()).encode()
     with zipfile.ZipFile(tmp_path / "alice.zip", "w") as zf:
@@ -629,7 +632,7 @@ def test_zip_is_read_safely(tmp_path):
 
 
 def test_layouts_and_renamed_notebooks(tmp_path):
-    from dpolab.autograde.inputs import find_submissions, match_notebooks
+    from dpolab_grade.inputs import find_submissions, match_notebooks
 
     release = ROOT / "notebooks" / ASSIGNMENT
     names = sorted(p.stem for p in release.glob("*.ipynb"))
@@ -661,7 +664,7 @@ def test_notebook_wall_clock_limit(graded, tmp_path):
     nb = _with_cell(solved_release(f"{NB}.ipynb", ROOT / "notebooks" / ASSIGNMENT), "while True:\n    pass")
     (p["class"] / "slow").mkdir(parents=True)
     nbformat.write(nb, p["class"] / "slow" / f"{NB}.ipynb")
-    from dpolab.autograde.cli import main
+    from dpolab_grade.cli import main
 
     args = [str(p["class"]), "--out", str(p["out"]), "--solutions", str(p["solutions"]), "--no-progress"]
     assert main([*args, *SANDBOX, "--cell-timeout", "60", "--notebook-timeout", "12"]) == 0
@@ -673,16 +676,31 @@ def test_kernel_transport_falls_back_to_tcp_with_a_log_line(monkeypatch):
     """ipc sockets: the sandbox gets no network; where ipc is impossible, TCP and a shared network, said."""
     import sys
 
-    from dpolab.autograde import runner, sandbox, worker
+    from dpolab_grade import isolation, runner, sandbox, worker
 
     args = (sys.executable, Path("/w"), Path("/nb"), Path("/rt"), [])
     argv = sandbox.bwrap_argv(*args, ipc_dir=Path("/rt/ipc"))
     assert "--share-net" not in argv and argv[argv.index("/rt/ipc") - 1] == "--bind"
-    c = worker.config({"unit": "/u", "fixtures": "", "ipc_dir": "/rt/ipc"}, worker.Limits())
+    spec = {"unit": "/u", "fixtures": "", "ipc_dir": "/rt/ipc", "transport": "ipc"}
+    c = worker.config(spec, worker.Limits(), Path("/u/course"), Path("/u/verdicts.jsonl"))
     assert c.KernelManager.transport == "ipc" and c.KernelManager.ip == "/rt/ipc/k"
 
-    monkeypatch.setattr(runner, "ipc_unavailable", lambda use_bwrap: "pyzmq has no ipc transport here")
+    monkeypatch.setattr(isolation, "ipc_unavailable", lambda use_bwrap: "pyzmq has no ipc transport here")
     transport, line = runner.resolve_transport(True)
     assert transport == "tcp" and "no ipc transport" in line and "network is shared" in line
     assert "--share-net" in sandbox.bwrap_argv(*args, ipc_dir=None)
-    assert worker.ipc_folder({"unit": "/u", "transport": "tcp"}) is None
+    # the zygote's socket still needs its folder: bound, with the network shared beside it
+    argv = sandbox.bwrap_argv(*args, ipc_dir=Path("/rt/ipc"), share_net=True)
+    assert "--share-net" in argv and argv[argv.index("/rt/ipc") - 1] == "--bind"
+    c = worker.config(
+        dict(spec, transport="tcp"), worker.Limits(), Path("/u/course"), Path("/u/verdicts.jsonl")
+    )
+    assert "transport" not in c.KernelManager
+
+
+def test_the_judge_reads_what_the_hidden_tests_send():
+    """The grader's copy of the records' MIME type and variable agrees with dpolab.records's."""
+    from dpolab import records
+    from dpolab_grade import judge
+
+    assert (judge.MIME, judge.ENV) == (records.MIME, records.ENV)

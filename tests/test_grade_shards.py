@@ -95,7 +95,7 @@ def check(cmd: list[str], environ: dict | None = None, **kw) -> subprocess.Compl
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """The class graded once and as 3 concurrent shard processes, then merged."""
-    from dpolab.autograde.course import prepare_course
+    from dpolab_grade.course import prepare_course
 
     tmp = tmp_path_factory.mktemp("grade_shards")
     p = {"class": tmp / "class", "solutions": tmp / "solutions" / ASSIGNMENT, "tmp": tmp}
@@ -287,7 +287,7 @@ def edit_manifest(out: Path, **changes) -> None:
 
 def refused(shards: list[Path], out: Path, capsys) -> str:
     """``dpolab-grade merge`` exits 2 and changes nothing in ``out``; returns what it said."""
-    from dpolab.autograde.cli import main
+    from dpolab_grade.cli import main
 
     def files():
         return {f: f.stat().st_mtime_ns for f in out.rglob("*")} if out.exists() else None
@@ -346,8 +346,8 @@ def test_merge_refuses_to_write_over_a_shard_or_another_folder(shard_copies, tmp
 
 
 def test_shard_argument_is_checked(capsys):
-    from dpolab.autograde.cli import parser
-    from dpolab.autograde.shards import parse_shard
+    from dpolab_grade.cli import parser
+    from dpolab_grade.shards import parse_shard
 
     assert parse_shard("2/8") == (2, 8) and parse_shard("1/1") == (1, 1)
     for bad, words in [

@@ -1,6 +1,6 @@
 """Graded-course mode (issue 9, item 5): what students receive holds no exercise's answer.
 
-``dpolab-graded-course OUT`` (dpolab.autograde.student_package) builds the release notebooks
+``dpolab-graded-course OUT`` (dpolab_grade.student_package) builds the release notebooks
 and a ``dpolab`` without the reference modules. These tests build it once, make a student
 environment from it (a venv without pip whose ``.pth`` puts the student package first and
 this test run's site-packages, for torch and Jupyter, after it: nothing is downloaded), and
@@ -32,9 +32,9 @@ import pytest
 
 import dpolab
 from dpolab._exports import EXERCISES, REFERENCE_MODULES, is_reference
-from dpolab.autograde import sandbox
-from dpolab.autograde import student_package as sp
-from dpolab.autograde.release import BADGE_PREFIX, INSTALL_CELL_ID, graded_cell_source
+from dpolab_grade import sandbox
+from dpolab_grade import student_package as sp
+from dpolab_grade.release import BADGE_PREFIX, INSTALL_CELL_ID, graded_cell_source
 from notebook_tools import ASSIGNMENT, NOTEBOOKS, SOLUTIONS, grading_meta, solved_release
 from venv_tools import child_env, kernel_manager, run_notebook
 
@@ -57,7 +57,7 @@ def built(tmp_path_factory) -> dict:
     """``dpolab-graded-course OUT`` run once: its exit code, output and folders."""
     out = tmp_path_factory.mktemp("graded") / "course"
     proc = subprocess.run(
-        [sys.executable, "-m", "dpolab.autograde.student_package", str(out), "--solutions", str(SOLUTIONS)],
+        [sys.executable, "-m", "dpolab_grade.student_package", str(out), "--solutions", str(SOLUTIONS)],
         capture_output=True,
         text=True,
         env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},
@@ -270,7 +270,7 @@ def test_release_notebook_with_answers_passes(name, built, student_python, tmp_p
 
 def test_runner_gives_the_kernel_the_student_package(tmp_path):
     """With or without bubblewrap the kernel gets the student package; only ``full`` gives the reference."""
-    from dpolab.autograde.runner import Options, kernel_package
+    from dpolab_grade.runner import Options, kernel_package
 
     opts = Options(submissions=tmp_path, out=tmp_path / "out", solutions=SOLUTIONS)
     folder, line = kernel_package(opts, use_bwrap=True)
@@ -290,9 +290,9 @@ def test_runner_gives_the_kernel_the_student_package(tmp_path):
 
 def test_runner_refuses_a_kernel_python_that_shadows_the_student_package(tmp_path, monkeypatch):
     """Where the kernel's Python would import another dpolab despite PYTHONPATH, nothing is graded."""
-    from dpolab.autograde import runner
+    from dpolab_grade import isolation, runner
 
-    monkeypatch.setattr(runner, "student_import", lambda python, folder: "/elsewhere/dpolab/__init__.py")
+    monkeypatch.setattr(isolation, "student_import", lambda python, folder: "/elsewhere/dpolab/__init__.py")
     opts = runner.Options(submissions=tmp_path, out=tmp_path / "out", solutions=SOLUTIONS)
     with pytest.raises(runner.IsolationError, match="imports dpolab from /elsewhere/dpolab/__init__.py"):
         runner.kernel_package(opts, use_bwrap=False)
@@ -361,7 +361,7 @@ def test_dpolab_grade_kernel_imports_the_student_package(tmp_path):
     A one-exercise assignment: ``own`` writes the answer, ``copier`` imports DPOLoss from dpolab
     (which the full package would give it) and ``helper`` uses a helper the student package keeps.
     """
-    from dpolab.autograde.cli import main
+    from dpolab_grade.cli import main
 
     source = tmp_path / "source"
     source.mkdir()

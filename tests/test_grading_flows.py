@@ -26,8 +26,8 @@ the Canvas file (a manual grade made afterwards shows in it). The class:
 ``incomplete``       hands in notebooks 01 and 03 only: 0 for 02 and 04, ``incomplete``
 ``zoe``              enrolled (the roster), hands nothing in: ``missing``, 0
 
-Plain nbgrader runs without the sandbox (the kernel can read what the grading user can); that is
-said in the docs, and ``dpolab-grade`` is the safe path. The two runs go at the same time (plain
+Plain nbgrader runs each kernel in the same sandbox as ``dpolab-grade`` (``use_judge(c)``; its
+hostile class is tests/test_nbgrader_sandbox.py's). The two runs go at the same time (plain
 nbgrader grades one notebook at a time; ``dpolab-grade --jobs 1`` beside it), each on one core.
 
 Without the judge, a hidden test fails its cell (fail closed): ``test_hidden_tests_fail_closed_without_the_judge``.
@@ -241,7 +241,7 @@ def read_csv(path: Path) -> list[dict]:
 TERM_CONFIG = """
 c.CourseDirectory.course_id = "dpo-lab"
 c.Exchange.root = {exchange!r}
-c.AssignLatePenalties.plugin_class = "dpolab.autograde.classroom.SubtractPerHour"
+c.AssignLatePenalties.plugin_class = "dpolab_grade.classroom.SubtractPerHour"
 c.SubtractPerHour.points_per_hour = {per_hour}
 """
 STUDENT_CONFIG = """c = get_config()  # noqa: F821
@@ -430,7 +430,7 @@ def test_timestamps_are_kept_in_the_gradebook_as_collected(flows):
     """formgrader and nbgrader export show when each student submitted (the last submission)."""
     from nbgrader.api import Gradebook
 
-    from dpolab.autograde.classroom import parse_time
+    from dpolab_grade.classroom import parse_time
 
     with Gradebook(f"sqlite:///{flows['out'] / 'gradebook.db'}") as gb:
         assert gb.find_assignment(ASSIGNMENT).duedate == parse_time(
@@ -628,7 +628,7 @@ def test_hidden_tests_fail_closed_without_the_judge(course, tmp_path):
 
 def test_outside_grading_hidden_tests_neither_send_nor_fail(monkeypatch):
     """A student running the release, nbval on the solutions, Colab: nothing changes."""
-    from dpolab.autograde.records import ENV, Probe, collect_into
+    from dpolab.records import ENV, Probe, collect_into
 
     sink: list = []
     collect_into(sink)

@@ -127,7 +127,7 @@ def run_cells(name: str, replace: dict[str, str] | None = None) -> tuple[dict[st
     Returns ``({grade_id: error}, {grade_id: records})``: the cells that raised, and what each
     grade cell's hidden tests recorded (:class:`dpolab.grading.Probe`) for the grader to judge.
     """
-    from dpolab.autograde.records import ENV, collect_into
+    from dpolab.records import ENV, collect_into
 
     nb = load(name)
     replace = replace or {}
@@ -176,7 +176,7 @@ def fixtures(name: str) -> dict[str, list]:
 def failing_cells(name: str, replace: dict[str, str] | None = None) -> dict[str, str]:
     """``{grade_id: why}`` for the grade cells that would score nothing, as ``dpolab-grade`` judges:
     the cell raised in the kernel, or its records differ from the solution's (judged outside)."""
-    from dpolab.autograde.records import judge
+    from dpolab_grade.judge import judge
 
     failures, records = run_cells(name, replace)
     for grade_id, want in fixtures(name).items():

@@ -13,7 +13,7 @@ plugged in (``dpolab.grading.with_correct_concatenated_logps``), so a bug in Exe
 Test 4a only.
 
 The hidden tests record what the student's code returned and the grader judges the records
-outside the kernel (``dpolab.autograde.records``); ``failing_cells`` does the same. So answers
+outside the kernel (``dpolab.records``, ``dpolab_grade.judge``); ``failing_cells`` does the same. So answers
 that patch the comparison functions (``torch.allclose``, ``math.isclose``,
 ``torch.testing.assert_close``, ``abs``) or the guard (``run_own_code``) earn nothing unless
 they are right: see ``PATCHES``. ``hidden_verdicts`` runs the grade cells with their visible

@@ -2,7 +2,7 @@
 
 The *reference modules* below implement the answer of an exercise (or call one). The
 graded-course package that students install (``dpolab-graded-course``, see
-:mod:`dpolab.autograde.student_package`) is this package without them; self-study
+:mod:`dpolab_grade.student_package`) is this package without them; self-study
 (``make lab``, Colab, Binder) keeps the full package.
 
 ``dpolab`` and its subpackages re-export public names through :func:`export`: a name whose

@@ -359,5 +359,5 @@ class PairRecorder:
 
 # --------------------------------------------------------------------------- hidden tests
 # The hidden tests record what the student's code returned; the grader judges the records
-# outside the student's kernel (see dpolab.autograde.records).
-from .autograde.records import Probe as Probe  # noqa: E402  (re-exported for the hidden tests)
+# outside the student's kernel (see dpolab.records).
+from .records import Probe as Probe  # noqa: E402  (re-exported for the hidden tests)

@@ -7,7 +7,7 @@ turns token ids into right-padded rows with attention and loss masks, and
 :class:`~dpolab.data.batching.PreferenceData` gathers training batches from tokenised pairs.
 """
 
-from .._exports import absent_getattr, export, public
+from dpolab._exports import absent_getattr, export, public
 
 # module -> public names; a reference module (dpolab._exports.REFERENCE_MODULES) may be absent
 _NAMES = {

@@ -14,7 +14,7 @@ code; needs ``dpolab[trl]``, imported lazily). :mod:`.preference`, :mod:`.evalua
 :mod:`.on_policy`, :mod:`.part5` and :mod:`.hf` are reference modules: the graded-course package does not include them.
 """
 
-from .._exports import absent_getattr, export, public
+from dpolab._exports import absent_getattr, export, public
 
 # module -> public names; a reference module (dpolab._exports.REFERENCE_MODULES) may be absent
 _NAMES = {

@@ -19,13 +19,13 @@ own ``python3`` kernelspec (found first through ``JUPYTER_PATH``) whose command 
   the machine's network or to DNS. Where that is impossible (no ``ipc`` in pyzmq, no network
   namespace), the kernel speaks TCP on loopback with the network shared, and the log says so.
 - Processes and memory: ``prlimit --nproc`` where the grader is not root (root is exempt from
-  it), and, whatever the user, the worker's watchdog (:mod:`dpolab.autograde.watchdog`) that
+  it), and, whatever the user, the worker's watchdog (:mod:`dpolab_grade.watchdog`) that
   kills the kernel's whole process tree past ``max_processes`` processes or ``memory_mb`` of
   resident memory (summed over the tree: a forked child has its own address-space limit).
 
 ``KERNEL_PYTHON`` is configurable (``--kernel-python``): the student's kernel can run in another
 environment than the grader's. Inside bubblewrap the kernel never sees the reference: the
-student package (:mod:`dpolab.autograde.student_package`) is mounted read-only over the folder
+student package (:mod:`dpolab_grade.student_package`) is mounted read-only over the folder
 its Python imports ``dpolab`` from (:func:`student_overlay`). Without bubblewrap (only with
 ``--sandbox none``) its folder comes first on the kernel's ``PYTHONPATH`` (:func:`student_path`):
 ``import dpolab`` gives the student package, though the reference's files stay readable on disk.
@@ -156,12 +156,12 @@ def ipc_unavailable(sandbox: bool) -> str | None:
     return None
 
 
-def network_argv(ipc_dir: Path | None) -> list[str]:
+def network_argv(ipc_dir: Path | None, share_net: bool = False) -> list[str]:
     """bwrap's network: none, with the folder of the ipc sockets bound writable (same path inside);
-    shared when there is no ipc folder (the kernel then speaks TCP on loopback)."""
+    shared when there is no ipc folder, or when asked (the kernel then speaks TCP on loopback)."""
     if ipc_dir is None:
         return ["--share-net"]
-    return ["--bind", str(ipc_dir), str(ipc_dir)]
+    return ["--bind", str(ipc_dir), str(ipc_dir)] + (["--share-net"] if share_net else [])
 
 
 def limit_argv(limits: Limits) -> list[str]:
@@ -188,6 +188,7 @@ def bwrap_argv(
     forbidden: list[Path],
     student_package: Path | None = None,
     ipc_dir: Path | None = None,
+    share_net: bool = False,
 ) -> list[str]:
     """The bubblewrap command: ``work`` (writable) appears at ``notebook_dir``, nothing else of ours."""
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
@@ -204,7 +205,7 @@ def bwrap_argv(
         argv += ["--ro-bind", p, p]
     argv += student_overlay(python, student_package)
     argv += ["--ro-bind", str(runtime), str(runtime)]
-    argv += network_argv(ipc_dir)
+    argv += network_argv(ipc_dir, share_net)
     argv += ["--bind", str(work), str(notebook_dir), "--chdir", str(notebook_dir)]
     argv += ["--uid", "65534", "--gid", "65534", "--cap-drop", "ALL", "--clearenv"]
     return argv
@@ -218,7 +219,7 @@ def kernel_env(limits: Limits, home: Path) -> dict[str, str]:
         "MPLBACKEND": "Agg",
         "MPLCONFIGDIR": "/tmp/matplotlib",
         "NBGRADER_EXECUTION": "autograde",
-        "DPOLAB_RECORDS": "1",  # the hidden tests send their records (dpolab.autograde.records)
+        "DPOLAB_RECORDS": "1",  # the hidden tests send their records (dpolab.records)
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -226,6 +227,58 @@ def kernel_env(limits: Limits, home: Path) -> dict[str, str]:
     if "DPOLAB_DEVICE" in os.environ:
         env["DPOLAB_DEVICE"] = os.environ["DPOLAB_DEVICE"]
     return env
+
+
+def kernel_prefix(
+    *,
+    python: str,
+    limits: Limits,
+    sandbox: bool,
+    work: Path,
+    notebook_dir: Path,
+    runtime: Path,
+    forbidden: list[Path],
+    student_package: Path | None = None,
+    ipc_dir: Path | None = None,
+    share_net: bool = False,
+) -> tuple[list[str], dict[str, str]]:
+    """What runs a command as the student's kernel: (the argv before ``python ...``, the environment).
+
+    With ``sandbox``, the environment is set inside bubblewrap (``--setenv``) and the one returned
+    is empty; without, it is the environment the command must be given."""
+    argv = limit_argv(limits)
+    env = kernel_env(limits, work if not sandbox else notebook_dir)
+    if not sandbox and shutil.which("setpriv"):
+        # jupyter_client starts kernels in their own session: when the runner kills a worker at
+        # the notebook's wall-clock limit, its kernel must die too (bwrap does this itself).
+        argv += ["setpriv", "--pdeathsig", "KILL", "--"]
+    if sandbox:
+        argv += bwrap_argv(
+            python, work, notebook_dir, runtime, forbidden, student_package, ipc_dir, share_net
+        )
+        for key, value in env.items():  # --clearenv: the sandbox sees only these
+            argv += ["--setenv", key, value]
+        return argv, {}
+    if student_package is not None:  # no sandbox to mount it: found first on sys.path instead
+        env["PYTHONPATH"] = student_path(student_package)
+    return argv, env
+
+
+def write_spec(
+    jupyter_dir: Path, argv: list[str], env: dict[str, str] | None, interrupt_by_message: bool
+) -> None:
+    """``jupyter_dir/kernels/python3/kernel.json``: the ``python3`` kernel that nbgrader starts."""
+    spec = {"argv": argv, "display_name": "Python 3 (dpolab-grade)", "language": "python"}
+    if interrupt_by_message:
+        # A SIGINT sent to bwrap is not forwarded into its PID namespace (nor one sent to a zygote's
+        # launcher to the kernel): the interrupt that ends a cell at its timeout goes as a message
+        # on the control channel instead.
+        spec["interrupt_mode"] = "message"
+    if env:
+        spec["env"] = env
+    folder = jupyter_dir / "kernels" / "python3"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
 
 
 def write_kernelspec(
@@ -241,32 +294,15 @@ def write_kernelspec(
     student_package: Path | None = None,
     ipc_dir: Path | None = None,
 ) -> list[str]:
-    """Write ``jupyter_dir/kernels/python3/kernel.json``; return its command (for the log).
+    """Write a kernelspec that starts each kernel afresh in the sandbox; return its command (for the log).
 
     ``ipc_dir``: the kernel's sockets are there (no network in the sandbox); None: TCP."""
-    argv = limit_argv(limits)
-    env = kernel_env(limits, work if not sandbox else notebook_dir)
-    if not sandbox and shutil.which("setpriv"):
-        # jupyter_client starts kernels in their own session: when the runner kills a worker at
-        # the notebook's wall-clock limit, its kernel must die too (bwrap does this itself).
-        argv += ["setpriv", "--pdeathsig", "KILL", "--"]
-    if sandbox:
-        argv += bwrap_argv(python, work, notebook_dir, runtime, forbidden, student_package, ipc_dir)
-        for key, value in env.items():  # --clearenv: the sandbox sees only these
-            argv += ["--setenv", key, value]
-    argv += [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    spec = {"argv": argv, "display_name": "Python 3 (dpolab-grade)", "language": "python"}
-    if sandbox:
-        # A SIGINT sent to bwrap is not forwarded into its PID namespace: the interrupt that ends a
-        # cell at its timeout goes as a message on the control channel instead.
-        spec["interrupt_mode"] = "message"
-    else:
-        if student_package is not None:  # no sandbox to mount it: found first on sys.path instead
-            env["PYTHONPATH"] = student_path(student_package)
-        spec["env"] = env
-    folder = jupyter_dir / "kernels" / "python3"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
+    prefix, env = kernel_prefix(
+        python=python, limits=limits, sandbox=sandbox, work=work, notebook_dir=notebook_dir, runtime=runtime,
+        forbidden=forbidden, student_package=student_package, ipc_dir=ipc_dir,
+    )  # fmt: skip
+    argv = prefix + [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    write_spec(jupyter_dir, argv, env, interrupt_by_message=sandbox)
     return argv
 
 

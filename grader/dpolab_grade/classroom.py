@@ -34,7 +34,7 @@ class SubtractPerHour(BasePlugin):
 
     In ``nbgrader_config.py``::
 
-        c.AssignLatePenalties.plugin_class = "dpolab.autograde.classroom.SubtractPerHour"
+        c.AssignLatePenalties.plugin_class = "dpolab_grade.classroom.SubtractPerHour"
         c.SubtractPerHour.points_per_hour = 1.0
 
     The penalty is per notebook (nbgrader's rule), never more than the notebook's score.

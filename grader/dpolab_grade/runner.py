@@ -1,10 +1,12 @@
 """The plan of a run: what to (re)grade, in parallel, each notebook under a wall-clock limit.
 
-A *unit* is one notebook of one student. Units run as separate worker processes
-(``python -m dpolab.autograde.worker``), at most ``jobs`` at a time; each gets its own scratch
-course under a temporary folder, removed afterwards (its log is kept in ``OUT/logs/``). A unit
-that passes ``notebook_timeout`` seconds is killed with its kernel and reported. The main
-thread alone writes results, the gradebook and the reports.
+A *unit* is one student's notebooks. Units run as separate worker processes
+(``python -m dpolab_grade.worker``), at most ``jobs`` at a time; each grades its notebooks one
+after another, each in its own scratch course under a temporary folder, removed afterwards (each
+notebook's log is kept in ``OUT/logs/``). A notebook that passes ``notebook_timeout`` seconds is
+killed with its kernel and reported, and the worker goes on with the next; a worker still running
+past the sum of its notebooks' limits is killed. The main thread alone writes results, the
+gradebook and the reports.
 
 Idempotent: ``OUT/results/<student_id>.json`` records a hash of the student's files and of the
 grader (solutions, limits, sandbox); a student whose hash has not changed is not regraded.
@@ -25,16 +27,21 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import isolation
+from .build import nbgrader_env
 from .classroom import format_time, read_course
-from .course import GraderCourse, nbgrader_env, prepare_course
+from .course import GraderCourse, prepare_course
 from .gradebook import add_students, ensure_gradebook, merge_student
 from .inputs import EXCHANGE_FILES, STUDENT_ID, Submission, find_submissions, match_notebooks
+from .isolation import IsolationError as IsolationError  # noqa: F401  (raised by run, for callers)
+from .isolation import resolve_transport
 from .lms import read_roster
 from .reports import write_reports
-from .sandbox import Limits, bwrap_available, ipc_unavailable, student_import, student_path
+from .sandbox import Limits
 from .shards import share, write_manifest
 
 log = logging.getLogger("dpolab.grade")
+DOOR = isolation.Door("--sandbox {mode}", "--sandbox none", "--kernel-python", "auto")  # the messages
 VERSION = "2"
 MISSING = "missing"  # a notebook's status when the student did not hand it in
 
@@ -60,88 +67,24 @@ class Options:
 
 @dataclass
 class Unit:
+    """One student's notebooks to grade: ``{notebook: the file's bytes}``."""
+
     student_id: str
-    notebook: str
-    data: bytes
+    files: dict[str, bytes]
 
 
 def _hash(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-class IsolationError(Exception):
-    """The student's kernel cannot be isolated as asked: nothing is graded (``dpolab-grade`` exits 2)."""
-
-
-def refusal(mode: str, why_not: str) -> str:
-    """What ``dpolab-grade`` says when bubblewrap is needed (``--sandbox auto|bwrap``) and unusable."""
-    default = " (the default)" if mode == "auto" else ""
-    return (
-        f"refusing to grade: --sandbox {mode}{default} needs bubblewrap to isolate the student's kernel, but "
-        f"{why_not}. Without it, student code could read the solutions, the gradebook and the other "
-        "submissions. Nothing was written. To fix it, either\n"
-        "  - install bubblewrap: apt-get install bubblewrap (it needs unprivileged user namespaces: "
-        "sysctl kernel.unprivileged_userns_clone=1 where that setting exists; in Docker, the "
-        "--security-opt flags of docs/instructors.md), or\n"
-        "  - grade in the container recipe of docs/instructors.md (section 10, At scale), or\n"
-        "  - pass --sandbox none to grade without isolation, knowing the risk (the kernel still "
-        "imports the student package, not the reference)"
-    )
-
-
-def resolve_sandbox(mode: str) -> tuple[bool, str]:
-    """(use bubblewrap?, a line for the log); raises IsolationError where bubblewrap is needed and unusable.
-
-    Fails closed: ``auto`` grades without a sandbox only when asked to (``--sandbox none``)."""
-    if mode == "none":
-        return False, (
-            "isolation: none (--sandbox none): student code can read and write what this user can; "
-            "resource limits (prlimit) and the watchdog only"
-        )
-    why_not = bwrap_available()
-    if why_not is not None:
-        raise IsolationError(refusal(mode, why_not))
-    return True, "isolation: bubblewrap (private mounts, uid 65534, no capabilities) + prlimit"
-
-
 def kernel_package(opts: Options, use_bwrap: bool) -> tuple[Path | None, str]:
-    """The student package the kernel imports as ``dpolab`` (or None: the full one), and a line for the log.
-
-    Built once per version of dpolab, under ``OUT/.grader`` (dpolab.autograde.student_package).
-    With bubblewrap it is mounted over the kernel's ``dpolab`` folder; without, its parent folder
-    comes first on the kernel's ``PYTHONPATH`` (checked here: IsolationError when the kernel's
-    Python would still import another ``dpolab``).
-    """
+    """The student package the kernel imports as ``dpolab`` (None: the full one) and a line for
+    the log; built once per version of dpolab under ``OUT/.grader`` (:func:`isolation.kernel_package`)."""
     if opts.kernel_package == "full":
         return None, (
             "WARNING: kernel package: the full dpolab (--kernel-package full): the reference is importable"
         )
-    from .student_package import build_package
-
-    folder = build_package(opts.out / ".grader")
-    if use_bwrap:
-        return folder, f"kernel package: the student dpolab ({folder}), mounted over the kernel's dpolab"
-    imported = student_import(opts.kernel_python, folder)
-    if imported != os.path.realpath(folder / "__init__.py"):
-        raise IsolationError(
-            f"refusing to grade: with {student_path(folder)} first on its PYTHONPATH, the kernel's Python "
-            f"({opts.kernel_python}) imports dpolab from {imported}, not the student package {folder}. "
-            "Install bubblewrap (then the student package is mounted over it), or pass --kernel-python "
-            "of an environment without a dpolab that shadows PYTHONPATH"
-        )
-    return folder, (
-        f"kernel package: the student dpolab ({folder}), first on the kernel's PYTHONPATH "
-        "(no sandbox: the reference's files can still be read from disk)"
-    )
-
-
-def resolve_transport(use_bwrap: bool) -> tuple[str, str]:
-    """(the kernel's transport, a line for the log): ``ipc`` lets the sandbox have no network."""
-    why_not = ipc_unavailable(use_bwrap)
-    if why_not is None:
-        net = "no network in the sandbox" if use_bwrap else "the network is not cut (no sandbox)"
-        return "ipc", f"kernel transport: ipc sockets; {net}"
-    return "tcp", f"kernel transport: tcp on loopback ({why_not}); the kernel's network is shared"
+    return isolation.kernel_package(opts.out / ".grader", opts.kernel_python, use_bwrap, door=DOOR)
 
 
 def run_unit(
@@ -152,10 +95,14 @@ def run_unit(
     scratch: Path,
     student_package: Path | None = None,
     transport: str = "tcp",
-) -> dict:
-    """Grade one notebook of one student in a worker process; never raises."""
-    folder = Path(tempfile.mkdtemp(prefix=f"{unit.student_id}-{unit.notebook}-", dir=scratch))
-    (folder / "submission.ipynb").write_bytes(unit.data)
+) -> dict[str, dict]:
+    """Grade one student's notebooks in a worker process; ``{notebook: result}``; never raises."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{unit.student_id}-", dir=scratch))
+    (folder / "submissions").mkdir()
+    for nb, data in unit.files.items():
+        (folder / "submissions" / f"{nb}.ipynb").write_bytes(data)
+    logs = opts.out / "logs" / unit.student_id
+    logs.mkdir(parents=True, exist_ok=True)
     forbidden = [opts.solutions, opts.out, opts.submissions, scratch, Path.home()]
     spec = {
         "unit": str(folder),
@@ -163,7 +110,8 @@ def run_unit(
         "fixtures": str(course.fixtures),
         "assignment": opts.assignment,
         "student_id": unit.student_id,
-        "notebook": unit.notebook,
+        "notebooks": sorted(unit.files),
+        "logs": {nb: str(logs / f"{nb}.log") for nb in unit.files},
         "kernel_python": opts.kernel_python,
         "sandbox": use_bwrap,
         "student_package": str(student_package) if student_package else None,
@@ -172,55 +120,62 @@ def run_unit(
         "limits": asdict(opts.limits),
     }
     (folder / "spec.json").write_text(json.dumps(spec))
+    for path in spec["logs"].values():
+        Path(path).write_text("")
     env = nbgrader_env()
     env["HOME"] = str(folder)  # no instructor config (~/.jupyter, ~/.ipython) reaches the grader
     # nbclient writes the kernel's connection file with tempfile: into the folder the sandbox shows
     (folder / "runtime").mkdir()
     env["TMPDIR"] = str(folder / "runtime")
-    logs = opts.out / "logs" / unit.student_id
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{unit.notebook}.log"
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dpolab.autograde.worker", str(folder / "spec.json")],
-            cwd=folder,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killed with its kernel
+    # each notebook has its wall-clock limit in the worker; this is the backstop for the worker itself
+    backstop = opts.limits.notebook_timeout * len(unit.files) + 120
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dpolab_grade.worker", str(folder / "spec.json")],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,  # the worker writes each notebook's log itself
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: killed with its kernel
+    )
+    try:
+        proc.wait(timeout=backstop)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # a kernel left behind, if any
+    except ProcessLookupError:
+        pass
+    try:
+        done = json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError):
+        done = {}
+    if (
+        "cpu" in done
+    ):  # where the time went: the worker (nbgrader) and the kernels (the zygote's imports included)
+        log.info(
+            "%s: cpu seconds: worker %.2f, kernels %.2f",
+            unit.student_id,
+            done["cpu"]["worker"],
+            done["cpu"]["kernels"],
         )
-        try:
-            proc.wait(timeout=opts.limits.notebook_timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            result = {
-                "status": "ungradable",
-                "reason": f"the notebook ran longer than the {opts.limits.notebook_timeout} s limit",
-                "grades": {},
-            }
-        else:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # a kernel left behind, if any
-            except ProcessLookupError:
-                pass
-            try:
-                result = json.loads((folder / "result.json").read_text())
-            except (OSError, ValueError):
-                result = {
-                    "status": "ungradable",
-                    "reason": f"the grader crashed (see {log_path})",
-                    "grades": {},
-                }
-    # kept in nbgrader's course layout, relative to OUT: formgrader shows them, release_feedback sends them
-    for key, suffix in (("feedback", ".html"), ("autograded", ".ipynb")):
-        if result.get(key):
-            rel = Path(key) / unit.student_id / opts.assignment / f"{unit.notebook}{suffix}"
-            (opts.out / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(result[key], opts.out / rel)
-            result[key] = rel.as_posix()
+    results = {}
+    for nb in unit.files:
+        result = done.get(nb) or {
+            "status": "ungradable",
+            "reason": f"the grader stopped before this notebook was graded (see {logs / f'{nb}.log'})",
+            "grades": {},
+        }
+        # kept in nbgrader's course layout, relative to OUT: formgrader shows them, release_feedback sends them
+        for key, suffix in (("feedback", ".html"), ("autograded", ".ipynb")):
+            if result.get(key):
+                rel = Path(key) / unit.student_id / opts.assignment / f"{nb}{suffix}"
+                (opts.out / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(result[key], opts.out / rel)
+                result[key] = rel.as_posix()
+        results[nb] = result
     shutil.rmtree(folder, ignore_errors=True)  # the unit's scratch folder (not a folder of OUT's)
-    return result
+    return results
 
 
 def _finish(sub: Submission, key: str, notebooks: dict, notes: list[str], course: GraderCourse) -> dict:
@@ -301,7 +256,7 @@ def run(opts: Options) -> list[dict]:
     Raises IsolationError, before anything is written in ``opts.out``, when the sandbox asked for
     (``auto`` or ``bwrap``) cannot be had."""
     out = opts.out
-    sandbox = resolve_sandbox(opts.sandbox)  # first: a refusal leaves OUT untouched
+    sandbox = isolation.resolve_sandbox(opts.sandbox, door=DOOR)  # first: a refusal leaves OUT untouched
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "grading.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -314,7 +269,7 @@ def run(opts: Options) -> list[dict]:
         handler.close()
 
 
-def _run(opts: Options, use_bwrap: bool, isolation: str) -> list[dict]:
+def _run(opts: Options, use_bwrap: bool, isolation_line: str) -> list[dict]:
     out = opts.out
     course = prepare_course(opts.solutions, opts.assignment, out / ".grader")
     classroom = read_course(opts.course_dir, opts.assignment, opts.due)
@@ -326,7 +281,7 @@ def _run(opts: Options, use_bwrap: bool, isolation: str) -> list[dict]:
         if classroom.due
         else "no due date (--due, or the course's gradebook: nbgrader db assignment add NAME --duedate ...)"
     )
-    for line in (isolation, package_line, network, due):
+    for line in (isolation_line, package_line, network, due):
         log.log(logging.WARNING if line.startswith("WARNING") else logging.INFO, "%s", line)
         print(line, file=sys.stderr)
     limits = {k: v for k, v in asdict(opts.limits).items() if k != "threads"}  # --jobs changes no grade
@@ -377,10 +332,11 @@ def _run(opts: Options, use_bwrap: bool, isolation: str) -> list[dict]:
         for folder in ("feedback", "autograded", "submitted"):
             shutil.rmtree(out / folder / sub.student_id, ignore_errors=True)
         pending[sub.student_id] = (sub, key, notebooks, notes, len(files))
-        units += [Unit(sub.student_id, nb, data) for nb, data in files.items()]
+        if files:
+            units.append(Unit(sub.student_id, files))
     log.info(
         "%d students: %d unchanged, %d to grade (%d notebooks), %d jobs",
-        len(subs), len(results), len(pending), len(units), opts.jobs,
+        len(subs), len(results), len(pending), sum(len(u.files) for u in units), opts.jobs,
     )  # fmt: skip
 
     def finish(student_id: str) -> None:
@@ -397,11 +353,12 @@ def _run(opts: Options, use_bwrap: bool, isolation: str) -> list[dict]:
     for student_id in [s for s, p in pending.items() if p[4] == 0]:
         finish(student_id)  # nothing to run
     scratch = Path(tempfile.mkdtemp(prefix="dpolab-grade-"))
-    remaining = {s: p[4] for s, p in pending.items()}
     try:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(units), unit="notebook", disable=not opts.progress, desc="grading")
+        bar = tqdm(
+            total=sum(len(u.files) for u in units), unit="notebook", disable=not opts.progress, desc="grading"
+        )
         with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
             futures = {
                 pool.submit(run_unit, u, opts, course, use_bwrap, scratch, student_package, transport): u
@@ -409,11 +366,9 @@ def _run(opts: Options, use_bwrap: bool, isolation: str) -> list[dict]:
             }
             for future in as_completed(futures):
                 unit = futures[future]
-                pending[unit.student_id][2][unit.notebook] = future.result()
-                remaining[unit.student_id] -= 1
-                if remaining[unit.student_id] == 0:
-                    finish(unit.student_id)
-                bar.update(1)
+                pending[unit.student_id][2].update(future.result())
+                finish(unit.student_id)
+                bar.update(len(unit.files))
         bar.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -11,7 +11,7 @@ tests the frames of the cell itself are dropped, and so are frames in ``dpolab``
 
 ``RecordingExecute`` and ``JudgeRecords`` (autograde): the kernel is asked for the hidden tests'
 records, and the grader judges them against the fixtures once the kernel has returned.
-:mod:`dpolab.autograde.pipeline` puts them in nbgrader's pipeline, for every flow.
+:mod:`dpolab_grade.pipeline` puts them in nbgrader's pipeline, for every flow.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from nbgrader.preprocessors import ClearHiddenTests, Execute, OverwriteCells
 from nbgrader.utils import compute_checksum
 from traitlets import Bool, Integer, Unicode
 
-from .records import ENV
+from .judge import ENV
+from .sandbox import Limits
 
 HIDDEN = "### BEGIN HIDDEN TESTS"
 JUDGED = "AssertionError: the hidden tests of this cell failed (checked by the grader):"
@@ -103,31 +104,110 @@ class HideHiddenTracebacks(Preprocessor):
 
 
 class RecordingExecute(Execute):
-    """nbgrader's ``Execute``, with the kernel asked to send its hidden tests' records.
+    """nbgrader's ``Execute``, in dpolab-grade's sandbox, with the kernel asked for its hidden tests' records.
 
-    The kernel inherits this process's environment when it starts: ``DPOLAB_RECORDS=1`` is set
-    for the time of the execution only (a formgrader server stays as it was). Without it, a
-    hidden test fails its cell (fail closed, :meth:`dpolab.autograde.records.Probe.send`).
-    ``dpolab-grade``'s sandboxed kernel gets the same variable from its kernelspec.
+    ``sandbox``: ``bwrap`` (the default) starts each notebook's kernel in bubblewrap with the
+    limits below, the student package as its ``dpolab``, no network and a watchdog
+    (:class:`~dpolab_grade.nbgrader_sandbox.KernelSandbox`); where bubblewrap cannot be used the
+    notebook is not graded and the log says how to fix it (fail closed). ``none``: no file or network
+    isolation, chosen knowingly; the limits, the watchdog and the student package stay.
+    ``given``: the kernelspec in force is already sandboxed (``dpolab-grade``'s workers).
+
+    The records: ``DPOLAB_RECORDS=1`` reaches the kernel (its kernelspec sets it); without it a
+    hidden test fails its cell (fail closed, :meth:`dpolab.records.Probe.send`).
     """
+
+    sandbox = Unicode("bwrap", help="bwrap | none | given (the kernelspec is sandboxed already)").tag(
+        config=True
+    )
+    kernel_python = Unicode("", help="the Python of the student's kernel (default: this one)").tag(
+        config=True
+    )
+    memory_mb = Integer(
+        Limits.memory_mb, help="address space of the kernel, and its tree's resident memory"
+    ).tag(config=True)
+    file_mb = Integer(Limits.file_mb, help="largest file the kernel may write").tag(config=True)
+    max_processes = Integer(Limits.max_processes, help="processes in the kernel's tree").tag(config=True)
+    threads = Integer(Limits.threads, help="OMP/MKL threads in the kernel").tag(config=True)
+    cache_dir = Unicode("", help="where the student package is built (default: ~/.cache/dpolab/student)").tag(
+        config=True
+    )
+
+    _kernel_sandbox = None
+
+    def _make_sandbox(self, resources):
+        import sys
+
+        from nbgrader.coursedir import CourseDirectory
+
+        from .fixtures import default_cache
+        from .nbgrader_sandbox import KernelSandbox
+
+        limits = Limits(
+            cell_timeout=self.timeout or 0,
+            memory_mb=self.memory_mb,
+            file_mb=self.file_mb,
+            max_processes=self.max_processes,
+            threads=self.threads,
+        )
+        notebook_dir = resources.get("metadata", {}).get("path") or os.getcwd()
+        root = Path(CourseDirectory(config=self.config).root).resolve()
+        cache = Path(self.cache_dir) if self.cache_dir else default_cache().parent / "student"
+        return KernelSandbox(
+            self.sandbox,
+            limits,
+            self.kernel_python or sys.executable,
+            cache,
+            Path(notebook_dir),
+            forbidden=[root, default_cache().parent, cache],
+            log=self.log,
+        )
 
     def preprocess(self, nb, resources, *args, **kwargs):
         previous = os.environ.get(ENV)
         os.environ[ENV] = "1"
+        self._kernel_sandbox = None if self.sandbox == "given" else self._make_sandbox(resources)
         try:
             return super().preprocess(nb, resources, *args, **kwargs)
         finally:
+            if self._kernel_sandbox is not None:
+                reason = self._kernel_sandbox.close()
+                if reason:
+                    self.log.error("dpolab: %s: the kernel was killed", reason)
+                self._kernel_sandbox = None
             if previous is None:
                 os.environ.pop(ENV, None)
             else:
                 os.environ[ENV] = previous
+
+    def create_kernel_manager(self):
+        if self._kernel_sandbox is None:
+            return super().create_kernel_manager()
+        self.km = self._kernel_sandbox.kernel_manager(self.kernel_manager_class, self.config)
+        return self.km
+
+    def _watch_kernel(self):
+        if self._kernel_sandbox is not None:
+            process = getattr(getattr(self.km, "provisioner", None), "process", None)
+            if process is not None:
+                self._kernel_sandbox.watch(process.pid)
+
+    # nbconvert's preprocess starts the kernel through the synchronous wrapper, nbclient's own
+    # execute through the coroutine: the watchdog starts after either
+    def start_new_kernel(self, **kwargs):
+        super().start_new_kernel(**kwargs)
+        self._watch_kernel()
+
+    async def async_start_new_kernel(self, **kwargs):
+        await super().async_start_new_kernel(**kwargs)
+        self._watch_kernel()
 
 
 class JudgeRecords(Preprocessor):
     """Score the hidden tests outside the kernel (autograde, right after execution).
 
     A grade cell with fixtures passes only if the records its hidden tests sent match them
-    (:func:`dpolab.autograde.records.judge`). Otherwise an error output saying what differs is
+    (:func:`dpolab_grade.judge.judge`). Otherwise an error output saying what differs is
     added to the cell, and nbgrader gives it no points. The records are removed from the
     outputs either way (they are for the grader, not for the feedback).
 
@@ -184,7 +264,7 @@ class JudgeRecords(Preprocessor):
     def preprocess_cell(self, cell, resources, index):
         from nbformat.v4 import new_output
 
-        from .records import cell_records, describe, failed_promises
+        from .judge import cell_records, describe, failed_promises
 
         if cell.cell_type != "code":
             return cell, resources

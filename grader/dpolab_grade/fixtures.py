@@ -1,13 +1,13 @@
 """The fixtures: what the hidden tests record when they run on the solution notebooks.
 
-    python -m dpolab.autograde.fixtures SOURCE_DIR OUT.json
+    python -m dpolab_grade.fixtures SOURCE_DIR OUT.json
 
 Runs every source notebook (the instructor's solutions) top to bottom in a fresh kernel of this
 environment, as a student's notebook is run when it is graded (``NBGRADER_EXECUTION=autograde``,
 ``DPOLAB_RECORDS=1``, the CPU, one thread), and writes ``{notebook: {grade_id: [payload, ...]}}``
 for every grade cell that sent records. This happens in the grader's own processes, once per
 version of the solutions: no student code runs here, and the fixtures never reach a student's
-kernel (:mod:`dpolab.autograde.records` explains why).
+kernel (:mod:`dpolab.records` explains why).
 
 :func:`cached_fixtures` is how plain ``nbgrader autograde`` (and formgrader) gets them: made on
 first use from the course's source notebooks, kept under a hash of those files (a change to the
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import nbformat
 
-from .records import ENV, cell_records
+from .build import digest, run_module
+from .judge import ENV, cell_records
 
 KERNEL_ENV = {
     ENV: "1",
@@ -87,21 +88,19 @@ def cached_fixtures(source: Path, cache: Path | None = None, log=None) -> Path:
     """The fixtures file of the source notebooks in ``source``, made now if not yet cached."""
     import fcntl
 
-    from .course import _digest, _run_module
-
     source = Path(source).resolve()
     if not any(source.glob("*.ipynb")):
         raise FileNotFoundError(f"no source notebooks in {source}")
     cache = Path(cache) if cache else default_cache()
     cache.mkdir(parents=True, exist_ok=True)
-    digest = _digest(source)[:16]
-    path = cache / f"{source.name}-{digest}.json"
-    with open(cache / f"{source.name}-{digest}.lock", "w") as lock:
+    version = digest(source)[:16]
+    path = cache / f"{source.name}-{version}.json"
+    with open(cache / f"{source.name}-{version}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another grader making the same fixtures: wait for it
         if not path.exists():
             if log is not None:
                 log.info("dpolab: making the hidden tests' fixtures from %s (once) -> %s", source, path)
-            _run_module(cache, "the hidden tests failed on the solutions", __name__, str(source), str(path))
+            run_module(cache, "the hidden tests failed on the solutions", __name__, str(source), str(path))
     return path
 
 

@@ -8,16 +8,15 @@ are restored from it. The build is cached under ``OUT/.grader/<hash of solutions
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+
+from .build import digest, run_module
+from .fixtures import cached_fixtures
 
 CONFIG = """\
 c = get_config()  # noqa: F821
@@ -73,54 +72,14 @@ class GraderCourse:
         return sum(g.points for g in self.grade_cells())
 
 
-def nbgrader_env() -> dict[str, str]:
-    """This interpreter's environment: nbgrader runs ``alembic`` from PATH."""
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    return env
-
-
-def _digest(solutions: Path) -> str:
-    """A hash of what the grading depends on: the solutions, nbgrader's version and dpolab's own
-    source (the hidden tests call its helpers: a new dpolab makes new fixtures)."""
-    import nbgrader
-
-    import dpolab
-
-    h = hashlib.sha256(f"nbgrader {nbgrader.__version__}".encode())
-    package = Path(dpolab.__file__).parent
-    files = [(solutions, p) for p in sorted(Path(solutions).rglob("*")) if p.is_file()]
-    files += [(package, p) for p in sorted(package.rglob("*")) if p.suffix in (".py", ".json")]
-    for root, path in files:
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
-
-def _run_module(cwd: Path, failure: str, module: str, *args: str) -> None:
-    """``python -m module args`` in ``cwd`` with this environment and a throwaway ``HOME`` (what
-    jupyter and IPython write there, and no instructor config read from it); raises with its
-    output if it fails."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="dpolab-home-") as home:
-        env = nbgrader_env()
-        env["HOME"] = home
-        env.setdefault("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
-        proc = subprocess.run(
-            [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True
-        )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{failure}:\n{proc.stdout}\n{proc.stderr[-3000:]}")
-
-
 def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCourse:
     """Generate (or reuse) the release and gradebook of ``solutions`` (the source notebooks)."""
     solutions = Path(solutions).resolve()
     if not any(solutions.glob("*.ipynb")):
         raise FileNotFoundError(f"no source notebooks in {solutions}")
-    digest = _digest(solutions)
-    root = Path(cache) / digest[:16]
-    course = GraderCourse(root, assignment, digest)
+    version = digest(solutions)
+    root = Path(cache) / version[:16]
+    course = GraderCourse(root, assignment, version)
     if (root / "grade_cells.json").exists():
         return course
     tmp = root.with_name(root.name + ".tmp")
@@ -130,7 +89,7 @@ def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCours
     (tmp / "nbgrader_config.py").write_text(
         CONFIG.format(root=str(tmp), db_url=f"sqlite:///{tmp / 'gradebook.db'}", assignment=assignment)
     )
-    _run_module(
+    run_module(
         tmp, "nbgrader generate_assignment failed", "nbgrader", "generate_assignment", assignment, "--force"
     )
     from nbgrader.api import Gradebook
@@ -145,8 +104,6 @@ def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCours
                 cells.append({"notebook": notebook.name, "name": cell.name, "points": cell.max_score})
     # What the hidden tests record on the solutions: students' records are judged against these.
     # (made once per version of the solutions and shared with plain nbgrader's judge: fixtures.cached_fixtures)
-    from .fixtures import cached_fixtures
-
     shutil.copy(cached_fixtures(solutions), tmp / "fixtures.json")
     (tmp / "grade_cells.json").write_text(json.dumps(cells, indent=1))
     # The grader's course never holds the solutions: only the gradebook and the release.

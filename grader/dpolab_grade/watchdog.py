@@ -12,7 +12,9 @@ and the whole tree is stopped and killed; the reason goes into the ``ungradable`
 worker makes itself a child subreaper, so a process that double-forks out of the kernel stays
 below it (inside bubblewrap's PID namespace it stays there anyway).
 
-psutil when it is installed, otherwise ``/proc`` (Linux).
+The process tree and its memory are read with psutil. In ``dpolab-grade`` the tree is the worker's
+(``root`` = the worker, a subreaper); in plain ``nbgrader autograde`` (formgrader's process) it is
+the kernel's own (``root`` = the kernel's process): the server's other children are not its business.
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+import psutil
 
 
 def become_subreaper() -> None:
@@ -41,79 +42,44 @@ def user_tasks(uid: int | None = None) -> int:
     """Tasks (threads included) of a real user now: what ``RLIMIT_NPROC`` counts."""
     uid = os.getuid() if uid is None else uid
     n = 0
-    for d in Path("/proc").glob("[0-9]*"):
-        try:
-            if d.stat().st_uid == uid:
-                n += int(_status(d.name).get("Threads", "1"))
-        except (OSError, ValueError):
-            continue
+    for proc in psutil.process_iter(["uids", "num_threads"]):
+        uids = proc.info["uids"]
+        if uids is not None and uids.real == uid:
+            n += proc.info["num_threads"] or 1
     return n
 
 
-def _status(pid) -> dict[str, str]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            out[key] = value.strip()
-    return out
-
-
 # ----------------------------------------------------------------------------- the tree
-def descendants(root: int) -> list[int]:
-    """Every process below ``root`` (its children, theirs, ...)."""
+def descendants(root: int, include_root: bool = False) -> list[int]:
+    """Every process below ``root`` (its children, theirs, ...), and ``root`` itself if asked."""
     try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            return [p.pid for p in psutil.Process(root).children(recursive=True)]
-        except psutil.Error:
-            return []
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+        proc = psutil.Process(root)
+        return ([root] if include_root else []) + [p.pid for p in proc.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def resident_mb(pids: list[int], proportional: bool) -> float:
-    """Resident memory of ``pids`` in MB: RSS (cheap, counts shared pages in each process) or PSS."""
+    """Resident memory of ``pids`` in MB: RSS (cheap, counts shared pages in each process) or PSS
+    (a page shared by a forked child and its parent counts once; Linux)."""
     total = 0
     for pid in pids:
         try:
-            if proportional:
-                with open(f"/proc/{pid}/smaps_rollup") as f:
-                    total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+            proc = psutil.Process(pid)
+            if proportional and hasattr(psutil.Process, "memory_full_info"):
+                info = proc.memory_full_info()
+                total += getattr(info, "pss", info.rss)
             else:
-                with open(f"/proc/{pid}/statm") as f:
-                    total += int(f.read().split()[1]) * PAGE
-        except (OSError, StopIteration, ValueError, IndexError):
-            if not os.path.exists(f"/proc/{pid}"):
-                continue
-            try:  # no /proc files to read (not Linux, or not allowed): psutil's RSS
-                import psutil
-
-                total += psutil.Process(pid).memory_info().rss
-            except Exception:
-                continue
+                total += proc.memory_info().rss
+        except psutil.Error:  # gone, or not ours to read
+            continue
     return total / 2**20
 
 
-def kill_tree(root: int, rounds: int = 20) -> None:
+def kill_tree(root: int, rounds: int = 20, include_root: bool = False) -> None:
     """Stop every process below ``root`` (so that none forks again), then kill them all."""
     for _ in range(rounds):
-        pids = descendants(root)
+        pids = descendants(root, include_root)
         if not pids:
             return
         for sig in (signal.SIGSTOP, signal.SIGKILL):
@@ -126,23 +92,47 @@ def kill_tree(root: int, rounds: int = 20) -> None:
 
 # ----------------------------------------------------------------------------- the watchdog
 class Watchdog(threading.Thread):
-    """Polls the processes below this one every ``interval`` s; kills them past the limits.
+    """Polls the processes below ``root`` (default: this process) every ``interval`` s; kills
+    them past the limits. ``root_counts``: the root is the kernel itself, counted and killed too.
 
     ``reason`` is None, or the plain words of why the tree was killed."""
 
-    def __init__(self, max_processes: int, memory_mb: int, interval: float = 0.25):
+    def __init__(
+        self,
+        max_processes: int,
+        memory_mb: int,
+        interval: float = 0.25,
+        root: int | None = None,
+        root_counts: bool = False,
+        cpu: dict[int, float] | None = None,
+    ):
         super().__init__(name="dpolab-watchdog", daemon=True)
         self.max_processes = max_processes
         self.memory_mb = memory_mb
         self.interval = interval
+        self.root = os.getpid() if root is None else root
+        self.root_counts = root_counts
         self.reason: str | None = None
         self.peak_processes = 0
         self.peak_mb = 0.0
+        # the CPU seconds last seen of each process of the tree (``cpu``: shared with other watchdogs)
+        self._cpu: dict[int, float] = {} if cpu is None else cpu
         self._stop_event = threading.Event()
 
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time of the tree's processes, as last seen (up to one poll late for each)."""
+        return sum(self._cpu.values())
+
     def check(self) -> str | None:
-        pids = descendants(os.getpid())
+        pids = descendants(self.root, self.root_counts)
         self.peak_processes = max(self.peak_processes, len(pids))
+        for pid in pids:
+            try:
+                times = psutil.Process(pid).cpu_times()
+                self._cpu[pid] = times.user + times.system
+            except psutil.Error:
+                pass
         if len(pids) > self.max_processes:
             return f"the notebook started more than {self.max_processes} processes"
         mb = resident_mb(pids, proportional=False)
@@ -164,7 +154,7 @@ class Watchdog(threading.Thread):
                 if self.reason is None:
                     self.reason = reason
                     print(f"watchdog: {reason}: killing the kernel", flush=True)
-                kill_tree(os.getpid())
+                kill_tree(self.root, include_root=self.root_counts)
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 from .classroom import parse_time
+from .isolation import IsolationError
 from .lms import FORMATS, RosterError, read_roster, write_export
 from .reports import rebuild
-from .runner import IsolationError, Options, count_statuses, run
+from .runner import Options, count_statuses, run
 from .sandbox import Limits
 from .shards import merge_main, parse_shard
 

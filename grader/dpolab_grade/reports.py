@@ -1,6 +1,6 @@
 """``grades.csv`` (one row per student), ``cells.csv`` (one column per graded cell), ``report.html``.
 
-Built from the gradebook as it is now (:func:`~dpolab.autograde.gradebook.class_rows`), so a
+Built from the gradebook as it is now (:func:`~dpolab_grade.gradebook.class_rows`), so a
 manual grade or a regrade entered in formgrader is in them once ``dpolab-grade export OUT`` (or
 the next run) rebuilds them, and ``grades.csv``'s ``score`` is ``nbgrader export``'s: the cells'
 scores less the late penalties, never below 0. ``status`` and ``reason`` come from the grading

@@ -14,7 +14,7 @@ Formats of ``dpolab-grade export OUT --format ...``:
 - ``csv``: ``student_id, first_name, last_name, email, score, max_score``, for any other LMS.
 
 The scores are the gradebook's, as ``nbgrader export`` computes them (late penalties off, manual
-grades and regrades from formgrader in): :func:`dpolab.autograde.gradebook.class_rows`.
+grades and regrades from formgrader in): :func:`dpolab_grade.gradebook.class_rows`.
 """
 
 from __future__ import annotations

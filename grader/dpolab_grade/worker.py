@@ -1,0 +1,323 @@
+"""One student's notebooks, graded one after another in one process (run as a subprocess).
+
+    python -m dpolab_grade.worker UNIT/spec.json   ->   UNIT/result.json
+
+The student's kernels run in one sandbox (:mod:`dpolab_grade.sandbox`: limits, bubblewrap, no
+network, the student package), started once: a *zygote* (:mod:`dpolab_grade.zygote`) imports
+torch, numpy and ipykernel there, and each notebook's kernel is a fork of it, so the student
+pays those imports once rather than once per notebook. The kernels share one empty work folder,
+as the student's notebooks share theirs.
+
+Each notebook is graded in its own scratch course: a copy of the grader's gradebook, an empty
+source folder (the solutions are never there) and that one submitted notebook. nbgrader's
+``autograde`` runs with ``OverwriteCells.add_missing_cells`` (deleted grade cells come back from
+the gradebook, edited ones are restored by checksum), a per-cell timeout and the output cap;
+``generate_feedback`` runs with hidden tests and their traceback lines removed. While a notebook
+runs, the watchdog kills the kernel's tree past the process or memory limit, and a timer kills it
+at the notebook's wall-clock limit; the next notebook gets a new zygote. Each notebook's log goes
+to its own file (``spec["logs"]``), and ``result.json`` is rewritten after each notebook (the
+runner kills this process only past the sum of the notebooks' limits).
+
+The kernel's transport (``spec["transport"]``): ``ipc`` (ZeroMQ over Unix sockets in a folder
+bound into the sandbox, which then has no network) or ``tcp`` on loopback (network shared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+if __name__ == "__main__":
+    # jsonschema's format checkers import rfc3987_syntax where it is installed (jupyter_events asks
+    # for it), which compiles 38 Lark grammars: 2 s of CPU in each process that imports nbformat,
+    # for IRI formats that no notebook schema uses. The worker does without them.
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+from .sandbox import Limits, kernel_prefix, write_spec  # noqa: E402
+from .watchdog import Watchdog, become_subreaper, kill_tree  # noqa: E402
+
+SOCKET_PATH_MAX = 100  # a Unix socket's path: 107 bytes on Linux; "-NNNNN" follows the prefix
+ZYGOTE = Path(__file__).with_name("zygote.py")
+SANDBOX_WORK = Path("/home/student")  # the kernels' cwd and HOME in the sandbox
+
+REASONS = [
+    # (pattern in nbgrader's log, reason in plain words); the first that matches wins
+    (r"DeadKernelError|Kernel died|kernel died", "the kernel died while running the notebook "
+     "(os._exit, a crash, or the memory limit of {memory_mb} MB)"),
+    (r"CellTimeoutError|TimeoutError|UnresponsiveKernelError|Timeout waiting",
+     "a cell ran past the {cell_timeout} s limit and could not be interrupted "
+     "(e.g. a loop that catches KeyboardInterrupt)"),
+    (r"MemoryError", "the notebook ran out of memory (limit {memory_mb} MB)"),
+]  # fmt: skip
+
+
+def explain(log: str, limits: Limits) -> str:
+    for pattern, reason in REASONS:
+        if re.search(pattern, log):
+            return reason.format(**vars(limits))
+    last = [line for line in log.strip().splitlines() if "ERROR" in line or "Error" in line]
+    return "nbgrader could not autograde it: " + (last[-1].strip()[:300] if last else "unknown error")
+
+
+def config(spec: dict, limits: Limits, course: Path, verdicts: Path):
+    from traitlets.config import Config
+
+    from .pipeline import autograde_preprocessors, feedback_preprocessors
+    from .preprocessors import LimitOutputSize, sanitize_preprocessors
+
+    c = Config()
+    c.CourseDirectory.root = str(course)
+    c.CourseDirectory.source_directory = "source"
+    c.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
+    c.Execute.timeout = limits.cell_timeout
+    c.Execute.interrupt_on_timeout = True
+    c.Execute.startup_timeout = 120
+    c.OverwriteCells.add_missing_cells = True
+    c.RecordingExecute.sandbox = "given"  # the worker's kernelspec (Student) is the sandbox
+    c.LimitOutputSize.max_chars = limits.output_chars
+    c.JudgeRecords.fixtures = spec["fixtures"]
+    c.JudgeRecords.verdicts = str(verdicts)
+    if spec.get("ipc_dir") and spec.get("transport") == "ipc":  # the kernel's sockets there, not TCP ports
+        c.KernelManager.transport = "ipc"
+        c.KernelManager.ip = str(Path(spec["ipc_dir"]) / "k")
+    # the same pipelines as plain nbgrader with the judge (pipeline.use_judge), plus the output cap
+    c.Autograde.sanitize_preprocessors = sanitize_preprocessors()
+    c.Autograde.autograde_preprocessors = autograde_preprocessors(LimitOutputSize)
+    c.GenerateFeedback.preprocessors = feedback_preprocessors(LimitOutputSize)
+    return c
+
+
+def ipc_folder(spec: dict) -> str:
+    """The folder of the zygote's socket and the kernels' ipc sockets: the unit's ``runtime/ipc``,
+    or a shorter one under /tmp when that path is too long for a Unix socket."""
+    folder = Path(spec["unit"]) / "runtime" / "ipc"
+    if len(str(folder / "k-65535")) > SOCKET_PATH_MAX:
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="dpolab-ipc-", dir="/tmp"))
+        spec["ipc_cleanup"] = str(folder)
+    if len(str(folder / "zygote")) > SOCKET_PATH_MAX:  # pragma: no cover
+        raise RuntimeError(f"the socket path {folder} is too long")
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o777)  # the kernel's (sandboxed) user creates its sockets here
+    return str(folder)
+
+
+class Student:
+    """The student's sandbox: its folders, the kernelspec nbgrader starts, the zygote behind it."""
+
+    def __init__(self, spec: dict, limits: Limits):
+        self.spec, self.limits = spec, limits
+        unit = Path(spec["unit"])
+        self.work, self.runtime = unit / "work", unit / "runtime"
+        for d in (self.work, self.runtime):
+            d.mkdir(exist_ok=True)
+        os.chmod(self.work, 0o777)  # the kernel's (sandboxed) user writes here
+        spec["ipc_dir"] = ipc_folder(spec)
+        self.socket = str(Path(spec["ipc_dir"]) / "zygote")
+        shutil.copy(ZYGOTE, self.runtime / "zygote.py")  # visible in the sandbox (runtime is bound)
+        sandbox = spec["sandbox"]
+        self.prefix, self.env = kernel_prefix(
+            python=spec["kernel_python"],
+            limits=limits,
+            sandbox=sandbox,
+            work=self.work,
+            notebook_dir=SANDBOX_WORK if sandbox else self.work,
+            runtime=self.runtime,
+            forbidden=[Path(p) for p in spec["forbidden"]],
+            student_package=Path(spec["student_package"]) if spec.get("student_package") else None,
+            ipc_dir=Path(spec["ipc_dir"]),
+            share_net=spec.get("transport") != "ipc",
+        )
+        # nbgrader starts "python3": a launcher that asks the zygote for a forked kernel
+        launcher = [sys.executable, "-I", "-S", str(self.runtime / "zygote.py"), "launch", self.socket]
+        write_spec(unit / "jupyter", launcher + ["{connection_file}"], None, interrupt_by_message=True)
+        os.environ["JUPYTER_PATH"] = str(unit / "jupyter")
+        os.environ["JUPYTER_RUNTIME_DIR"] = str(self.runtime)
+        os.environ["JUPYTER_CONFIG_DIR"] = str(unit / "jupyter-config")
+        os.environ["JUPYTER_DATA_DIR"] = str(unit / "jupyter-data")
+        self.zygote: subprocess.Popen | None = None
+        self.cpu: dict[int, float] = {}  # CPU seconds of each process of the sandbox, as last seen
+
+    def ensure_zygote(self) -> None:
+        """Start the zygote if it is not running (first notebook, or killed with a notebook's kernel)."""
+        if self.zygote is not None and self.zygote.poll() is None:
+            return
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+        argv = self.prefix + [
+            self.spec["kernel_python"],
+            str(self.runtime / "zygote.py"),
+            "serve",
+            self.socket,
+        ]
+        print("kernel:", " ".join(argv), flush=True)
+        env = self.env or {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        self.zygote = subprocess.Popen(argv, env=env, cwd=self.work, stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.zygote is not None and self.zygote.poll() is None:
+            self.zygote.kill()
+            self.zygote.wait()
+        if self.spec.get("ipc_cleanup"):
+            shutil.rmtree(self.spec["ipc_cleanup"], ignore_errors=True)
+
+
+class WallClock:
+    """Kills the kernel's tree when the notebook runs past ``seconds`` (the worker goes on)."""
+
+    def __init__(self, seconds: int):
+        self.reason: str | None = None
+        self.timer = threading.Timer(seconds, self._expire, args=(seconds,))
+        self.timer.daemon = True
+
+    def _expire(self, seconds: int) -> None:
+        self.reason = f"the notebook ran longer than the {seconds} s limit"
+        print(f"wall clock: {self.reason}: killing the kernel", flush=True)
+        kill_tree(os.getpid())
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+
+
+def grade_notebook(spec: dict, nb: str, student: Student, limits: Limits) -> dict:
+    from nbgrader.api import Gradebook
+    from nbgrader.apps import NbGraderAPI
+
+    a, sid = spec["assignment"], spec["student_id"]
+    scratch = Path(spec["unit"]) / "notebooks" / nb
+    course = scratch / "course"
+    (course / "source" / a).mkdir(parents=True, exist_ok=True)
+    shutil.copy(spec["gradebook"], course / "gradebook.db")
+    submitted = course / "submitted" / sid / a
+    submitted.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(spec["unit"]) / "submissions" / f"{nb}.ipynb", submitted / f"{nb}.ipynb")
+    verdicts = scratch / "verdicts.jsonl"
+    api = NbGraderAPI(config=config(spec, limits, course, verdicts))
+    student.ensure_zygote()
+    watchdog = Watchdog(limits.max_processes, limits.memory_mb, cpu=student.cpu)
+    watchdog.start()
+    t0 = time.perf_counter()
+    try:
+        with WallClock(limits.notebook_timeout) as clock:
+            result = api.autograde(a, sid, force=True, create=True)
+    finally:
+        watchdog.stop()
+    log = result.get("log", "") + result.get("error", "")
+    print(log, flush=True)
+    print(f"watchdog: at most {watchdog.peak_processes} processes, {watchdog.peak_mb:.0f} MB", flush=True)
+    killed = watchdog.reason or clock.reason  # whatever nbgrader made of it, this is why
+    if killed:
+        return {"status": "ungradable", "reason": killed, "grades": {}}
+    graded = course / "autograded" / sid / a / f"{nb}.ipynb"
+    if not result["success"] or not graded.exists():
+        return {"status": "ungradable", "reason": explain(log, limits), "grades": {}}
+    t1 = time.perf_counter()
+    feedback = api.generate_feedback(a, sid, force=True)
+    print(feedback.get("log", "") + feedback.get("error", ""), flush=True)
+    print(
+        f"timing: autograde {t1 - t0:.2f} s, feedback {time.perf_counter() - t1:.2f} s; "
+        f"cpu: the student's kernels so far {watchdog.cpu_seconds:.2f} s (zygote included)",
+        flush=True,
+    )
+    html = course / "feedback" / sid / a / f"{nb}.html"
+    if not feedback["success"] or not html.exists():
+        return {"status": "ungradable", "reason": "nbgrader could not write the feedback", "grades": {}}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        notebook = gb.find_submission_notebook(nb, a, sid)
+        grades = {g.name: g.score for g in notebook.grades if g.max_score > 0}
+    return {
+        "status": "graded",
+        "reason": "",
+        "grades": grades,
+        "feedback": str(html),
+        "autograded": str(graded),
+        "failed": failed(verdicts),
+    }
+
+
+def failed(path: Path) -> dict[str, list[dict]]:
+    """``{grade_id: [failed promise, ...]}`` as the judge wrote them (cells that passed: ``[]``)."""
+    if not path.exists():
+        return {}
+    verdicts = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {v["cell"]: v["failures"] for v in verdicts}
+
+
+class LogTo:
+    """Everything this process and its children write goes to ``path`` while inside (file descriptors 1 and 2)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = [os.dup(1), os.dup(2)]
+        self.file = open(self.path, "a")
+        os.dup2(self.file.fileno(), 1)
+        os.dup2(self.file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), self.saved, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
+        self.file.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec_path = Path((argv or sys.argv[1:])[0])
+    spec = json.loads(spec_path.read_text())
+    limits = Limits(**spec["limits"])
+    become_subreaper()
+    results: dict[str, dict] = {}
+    student = None
+    try:
+        student = Student(spec, limits)
+        for nb in spec["notebooks"]:
+            with LogTo(spec["logs"][nb]):
+                cpu = resource.getrusage(resource.RUSAGE_SELF)
+                try:
+                    results[nb] = grade_notebook(spec, nb, student, limits)
+                except Exception:  # reported, never raised: the run goes on
+                    traceback.print_exc()
+                    results[nb] = {"status": "ungradable", "reason": "the grader failed: "
+                                   + traceback.format_exc(limit=1)[-300:], "grades": {}}  # fmt: skip
+                now = resource.getrusage(resource.RUSAGE_SELF)
+                print(
+                    f"cpu: worker {now.ru_utime + now.ru_stime - cpu.ru_utime - cpu.ru_stime:.2f} s",
+                    flush=True,
+                )
+            (spec_path.parent / "result.json").write_text(json.dumps(results))
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        results["cpu"] = {
+            "worker": round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 2),
+            "kernels": round(sum(student.cpu.values()), 2),
+        }
+        (spec_path.parent / "result.json").write_text(json.dumps(results))
+    except Exception:
+        traceback.print_exc()
+    finally:
+        if student is not None:
+            student.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
