@@ -13,17 +13,23 @@ penalty and score as ``nbgrader export``. Feedback goes back with ``nbgrader rel
 run in ``grading/``, each student's ``fetch_feedback`` finds it, and ``dpolab-grade export`` writes
 the Canvas file (a manual grade made afterwards shows in it). The class:
 
-``solved``           every answer right: 40/40 (submits twice)
+The course is 50 automatic points and 4 graded by hand (notebook 05's two written answers): a
+written answer handed in awaits its manual grade (plain nbgrader: ``needs_manual_grade``, no score;
+dpolab-grade: ``None`` in the results, blank in ``cells.csv``, its points in ``grades.csv``'s
+``manual_pending``); one left as released gets 0 from nbgrader at once (nothing to grade).
+
+``solved``           every answer right: 50/50 automatic, both written answers (the model answers)
+                     awaiting their manual grade (submits twice)
 ``rewritten``        every answer right, written in another style than the reference (the mutation
-                     suites' correct alternatives): 40/40
-``untouched``        the release as handed out: 0
+                     suites' correct alternatives): 50/50 automatic, written answers as ``solved``
+``untouched``        the release as handed out: 0, nothing to grade by hand
 ``planted``          one visible mistake per exercise (the visible tests catch them); late
 ``hidden_mistakes``  one mistake per notebook that only the hidden tests catch: without a judge
                      these keep their points
 ``patches_checks``   notebook 01's answer patches ``torch.allclose``, ``abs``, ... and has a bug
                      (hands in notebook 01 only)
-``cheater``          answers that import the reference (hands in notebooks 01 and 04 only)
-``incomplete``       hands in notebooks 01 and 03 only: 0 for 02 and 04, ``incomplete``
+``cheater``          answers that import the reference (hands in notebooks 01, 04 and 05 only)
+``incomplete``       hands in notebooks 01 and 03 only: 0 for 02, 04 and 05, ``incomplete``
 ``zoe``              enrolled (the roster), hands nothing in: ``missing``, 0
 
 Plain nbgrader runs each kernel in the same sandbox as ``dpolab-grade`` (``use_judge(c)``; its
@@ -54,7 +60,7 @@ import pytest
 
 from notebook_tools import ASSIGNMENT, NOTEBOOKS, nbgrader, solved_release, strip_markers
 
-NB1, NB2, NB3, NB4 = (n.removesuffix(".ipynb") for n in NOTEBOOKS)
+NB1, NB2, NB3, NB4, NB5 = (n.removesuffix(".ipynb") for n in NOTEBOOKS)
 BIN = Path(sys.executable).parent
 PLANTED = {
     # one bug per exercise, each confined to one grade cell
@@ -73,6 +79,10 @@ PLANTED = {
         "concatenated_logps_answer": ("return logps[:n], logps[n:]", "return logps[n:], logps[:n]"),
         "dpo_train_step_answer": ("(margins > 0)", "(margins >= 0)"),
     },
+    # the nb05 suite's "tie-improves": Test 5a's visible script has a tie
+    "05_what_dpo_optimises.ipynb": {
+        "early_stopping_answer": ("if metric > best_metric:", "if metric >= best_metric:")
+    },
 }
 PLANTED_LOSES = {
     "test_metrics",
@@ -80,6 +90,7 @@ PLANTED_LOSES = {
     "test_scored_pairs",
     "test_concatenated_logps",
     "test_step_metrics",
+    "test_early_stopping",
 }
 CHEATER = {
     "01_dpo_loss.ipynb": {
@@ -88,6 +99,10 @@ CHEATER = {
     "04_train_with_dpo.ipynb": {
         "concatenated_logps_answer": ("*", "from dpolab import concatenated_logps  # the reference"),
         "dpo_train_step_answer": ("*", "from dpolab import dpo_train_step  # the reference"),
+    },
+    "05_what_dpo_optimises.ipynb": {  # the written answers are the model answers
+        "early_stopping_answer": ("*", "from dpolab import train_with_early_stopping  # the reference"),
+        "on_policy_answer": ("*", "from dpolab import on_policy_pairs, complete  # the reference"),
     },
 }
 CHEATED = {
@@ -99,6 +114,8 @@ CHEATED = {
     "test_concatenated_logps",
     "test_dpo_train_step",
     "test_step_metrics",
+    "test_early_stopping",
+    "test_on_policy_pairs",
 }
 # Mutations of the hidden-test suites that the visible tests (all or some of) miss:
 # (notebook, mutation) -> (the grade cells they lose, those of them whose visible tests catch it).
@@ -111,6 +128,7 @@ HIDDEN_ONLY = {
     (NB2, "simpo-batch-sum"): ({"test_simpo"}, set()),
     (NB3, "pairs-prompts-sorted"): ({"test_scored_pairs"}, set()),
     (NB4, "metric-margin-of-logps"): ({"test_step_metrics"}, set()),
+    (NB5, "ties-kept"): ({"test_on_policy_pairs"}, set()),
 }
 NB1_CELLS = {"test_log_probs", "test_dpo_loss", "test_label_smoothing", "test_reference_free", "test_metrics"}
 HANDED_IN_BY_INCOMPLETE = ("01_dpo_loss.ipynb", "03_preference_data.ipynb")
@@ -119,17 +137,22 @@ GRADE_CELLS = {
     NB2: {"test_ipo", "test_kto", "test_kl_estimate", "test_orpo", "test_simpo"},
     NB3: {"test_pair", "test_scorers", "test_scored_pairs", "test_single_responses", "test_validate_export"},
     NB4: {"test_concatenated_logps", "test_dpo_train_step", "test_step_metrics"},
+    NB5: {"test_early_stopping", "test_on_policy_pairs", "written_answer_peak", "written_answer_on_policy"},
 }
+# Notebook 05's written answers, graded by hand (2 points each): no grader scores them
+MANUAL = {"written_answer_peak": 2, "written_answer_on_policy": 2}
+AUTOMATIC_POINTS, MAX_SCORE = 50, 54
 
 
 def _mutation(notebook: str, name: str) -> tuple[str, str]:
     """(answer cell, its source with the mutation) from the hidden-test suites."""
     import test_hidden_tests_catch_mistakes as suite
     import test_hidden_tests_nb04 as suite04
+    import test_hidden_tests_nb05 as suite05
 
     (case,) = (
         p.values[0]
-        for p in [*suite.MISTAKES, *suite04.MISTAKES]
+        for p in [*suite.MISTAKES, *suite04.MISTAKES, *suite05.MISTAKES]
         if p.values[0].name == name and p.values[0].notebook == notebook
     )
     source = suite.mutate(notebook, case.answer, (case.old, case.new), *case.edits)[case.answer]
@@ -148,9 +171,10 @@ def rewritten_answers(k: int = 1) -> dict[str, dict[str, tuple[str, str]]]:
     which the suites check pass every cell in-process, through the judge."""
     import test_hidden_tests_catch_mistakes as suite
     import test_hidden_tests_nb04 as suite04
+    import test_hidden_tests_nb05 as suite05
 
     cases: dict[tuple[str, str], list] = {}
-    for param in [*suite.ALTERNATIVES, *suite04.ALTERNATIVES]:
+    for param in [*suite.ALTERNATIVES, *suite04.ALTERNATIVES, *suite05.ALTERNATIVES]:
         if not param.marks:  # an xfail is not a correct answer yet
             case = param.values[0]
             cases.setdefault((case.notebook, case.answer), []).append(case)
@@ -214,8 +238,9 @@ def answer(folder: Path, notebooks: dict) -> None:
             nbformat.write(solved_release(name, folder, edits), folder / name)
 
 
-def gradebook_scores(db: Path, students) -> dict[str, dict[str, tuple[float, float]]]:
-    """``{student: {grade_id: (score, max_score)}}`` from an nbgrader gradebook."""
+def gradebook_scores(db: Path, students) -> dict[str, dict[str, tuple[float | None, float]]]:
+    """``{student: {grade_id: (score, max_score)}}`` from an nbgrader gradebook; the score is None
+    while the cell awaits a manual grade (nbgrader's ``Grade.score`` would say 0 there)."""
     from nbgrader.api import Gradebook
 
     out = {}
@@ -223,12 +248,17 @@ def gradebook_scores(db: Path, students) -> dict[str, dict[str, tuple[float, flo
         for student in students:
             submission = gb.find_submission(ASSIGNMENT, student)
             out[student] = {
-                g.name: (g.score, g.max_score)
+                g.name: (None if g.needs_manual_grade and g.manual_score is None else g.score, g.max_score)
                 for nb in submission.notebooks
                 for g in nb.grades
                 if g.max_score > 0
             }
     return out
+
+
+def total(cells: dict[str, tuple[float | None, float]]) -> float:
+    """The points given so far (a cell awaiting its manual grade counts 0, as in nbgrader export)."""
+    return sum(s for s, _ in cells.values() if s is not None)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -386,7 +416,52 @@ def test_plain_nbgrader_and_dpolab_grade_give_the_same_score_in_every_cell(flows
                 differ.append(f"{student}/{grade_id}: plain nbgrader {score}, dpolab-grade {theirs}")
     assert not differ, "\n".join(differ)
     for student, cells in flows["plain"].items():  # and the totals of grades.csv, before late penalties
-        assert float(flows["grades"][student]["raw_score"]) == sum(s for s, _ in cells.values()), student
+        assert float(flows["grades"][student]["raw_score"]) == total(cells), student
+
+
+def test_both_flows_leave_the_written_answers_to_a_manual_grade(flows):
+    """A written answer handed in: needs_manual_grade and no score in plain nbgrader's gradebook, None
+    in dpolab-grade's results and blank in cells.csv; grades.csv counts its points as pending."""
+    answered = {
+        s for s, nbs in flows["students"].items() if nbs.get(f"{NB5}.ipynb") not in (None, "untouched")
+    }
+    assert answered == {"solved", *rewriters(), "planted", "hidden_mistakes", "cheater"}, answered
+    for student in answered:
+        for cell in MANUAL:
+            assert flows["plain"][student][cell][0] is None, (student, cell, flows["plain"][student][cell])
+            assert flows["cells"][student][cell] == "", (student, cell, flows["cells"][student][cell])
+        result = json.loads((flows["out"] / "results" / f"{student}.json").read_text())
+        grades = result["notebooks"][NB5]["grades"]
+        assert {c: grades[c] for c in MANUAL} == dict.fromkeys(MANUAL), (student, grades)
+    for cell in MANUAL:  # left as released: nbgrader gives it 0 at once, nothing to grade by hand
+        assert flows["plain"]["untouched"][cell] == (0, MANUAL[cell])
+        assert flows["cells"]["untouched"][cell] == "0"
+
+
+def test_grades_csv_counts_automatic_and_pending_manual_points(flows):
+    """``auto_score``: the automatic cells' points; ``manual_pending``: the points of written answers
+    still to grade by hand; ``score``: what is given so far (late penalty off), out of 54."""
+    expected = {  # (auto_score, manual_pending)
+        "solved": (50, 4),
+        **{s: (50, 4) for s in rewriters()},
+        "untouched": (0, 0),
+        "hidden_mistakes": (30, 4),  # 50 - (8 + 2 + 3 + 2 + 5)
+        "patches_checks": (9, 0),
+        "cheater": (0, 4),
+        "incomplete": (21, 0),
+        ENROLLED_NOT_SUBMITTED: (0, 0),
+    }
+    for sid, row in flows["grades"].items():
+        plain = flows["plain"].get(sid, {})
+        auto = sum(s for c, (s, _) in plain.items() if c not in MANUAL)
+        pending = sum(m for c, (s, m) in plain.items() if s is None)
+        assert (float(row["auto_score"]), float(row["manual_pending"])) == (auto, pending), (sid, row)
+        if sid in expected:
+            assert (float(row["auto_score"]), float(row["manual_pending"])) == expected[sid], (sid, row)
+        assert float(row["max_score"]) == MAX_SCORE, row
+    assert float(flows["grades"][LATE]["manual_pending"]) == 4
+    header = list(flows["grades"]["solved"])
+    assert header[-2:] == ["auto_score", "manual_pending"], header
 
 
 def test_grades_csv_agrees_with_nbgrader_export_late_penalties_and_roster_included(flows):
@@ -408,7 +483,7 @@ def test_the_late_student_loses_what_the_policy_says_and_grades_csv_says_how_lat
     for notebook, cells in [
         (nb, [c for c in flows["plain"][LATE] if c in GRADE_CELLS[nb]]) for nb in GRADE_CELLS
     ]:
-        per_notebook[notebook] = sum(flows["plain"][LATE][c][0] for c in cells)
+        per_notebook[notebook] = sum(flows["plain"][LATE][c][0] or 0 for c in cells)  # None: manual
     late_by = float(row["seconds_late"])
     assert 1 <= late_by < 60, row  # submitted about a second after the deadline
     expected = sum(min(score, PER_HOUR) for score in per_notebook.values())  # one started hour
@@ -440,7 +515,7 @@ def test_timestamps_are_kept_in_the_gradebook_as_collected(flows):
             collected = (flows["course"] / "submitted" / sid / ASSIGNMENT / "timestamp.txt").read_text()
             assert gb.find_submission(ASSIGNMENT, sid).timestamp == parse_time(collected), sid
             assert flows["grades"][sid]["timestamp"] == f"{parse_time(collected):%Y-%m-%d %H:%M:%S} UTC"
-    assert flows["grades"][TWICE]["score"] == "40"  # the second submission was graded
+    assert flows["grades"][TWICE]["score"] == "50"  # the second submission was graded
 
 
 def test_students_fetch_their_feedback_through_the_exchange(flows):
@@ -456,7 +531,7 @@ def test_students_fetch_their_feedback_through_the_exchange(flows):
 def test_canvas_export_lists_every_enrolled_student_with_the_score(flows):
     header, points, *rows = flows["canvas"]
     assert header == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", ASSIGNMENT]
-    assert points == ["Points Possible", "", "", "", "", "40"]
+    assert points == ["Points Possible", "", "", "", "", str(MAX_SCORE)]
     scores = {r[3]: r[5] for r in rows}
     assert scores == {s: r["score"] for s, r in flows["grades"].items()}
     assert [r[0] for r in rows if r[3] == ENROLLED_NOT_SUBMITTED] == ["Student, Zoe"]
@@ -493,6 +568,38 @@ def test_a_manual_grade_appears_in_grades_csv_and_the_lms_export(flows, tmp_path
     assert exported == {s: float(r["score"]) for s, r in grades.items()}
 
 
+def test_written_answers_graded_by_hand_complete_the_score(flows, tmp_path):
+    """As formgrader saves them: both written answers of a student get a manual score; after
+    ``dpolab-grade export`` the score holds them, nothing is pending and cells.csv shows them."""
+    from nbgrader.api import Gradebook
+
+    out = tmp_path / "grading"
+    shutil.copytree(flows["out"], out)
+    sid, given = "hidden_mistakes", {"written_answer_peak": 2, "written_answer_on_policy": 1.5}
+    row = flows["grades"][sid]
+    assert (float(row["score"]), float(row["manual_pending"])) == (30, 4), row
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        for cell, points in given.items():
+            grade = gb.find_grade(cell, NB5, ASSIGNMENT, sid)
+            assert grade.needs_manual_grade and grade.manual_score is None and grade.max_score == 2
+            grade.manual_score = points
+            grade.needs_manual_grade = False  # what formgrader does on saving a manual score
+        gb.db.commit()
+    run([str(BIN / "dpolab-grade"), "export", str(out), "--format", "canvas"], tmp_path, flows["env"])
+    grades = {r["student_id"]: r for r in read_csv(out / "grades.csv")}
+    assert float(grades[sid]["score"]) == 30 + 3.5 and float(grades[sid]["raw_score"]) == 33.5
+    assert float(grades[sid]["manual_pending"]) == 0 and float(grades[sid]["auto_score"]) == 30
+    cells = {r["student_id"]: r for r in read_csv(out / "cells.csv")}
+    assert {c: float(cells[sid][c]) for c in given} == given
+    others = {s: (r["score"], r["manual_pending"]) for s, r in grades.items() if s != sid}
+    assert others == {s: (r["score"], r["manual_pending"]) for s, r in flows["grades"].items() if s != sid}
+    canvas = {r[3]: r[5] for r in list(csv.reader(open(out / "canvas.csv", newline="")))[2:]}
+    assert float(canvas[sid]) == 33.5
+    run([str(BIN / "nbgrader"), "export", "--to", str(tmp_path / "export.csv")], out, flows["env"])
+    exported = {r["student_id"]: float(r["score"]) for r in read_csv(tmp_path / "export.csv")}
+    assert exported == {s: float(r["score"]) for s, r in grades.items()}
+
+
 def test_grade_cells_and_points(flows):
     points = {name: m for name, (_, m) in flows["plain"]["solved"].items()}
     assert points == {
@@ -500,21 +607,23 @@ def test_grade_cells_and_points(flows):
         "test_ipo": 2, "test_kto": 3, "test_kl_estimate": 1, "test_orpo": 3, "test_simpo": 2,
         "test_pair": 1, "test_scorers": 1, "test_scored_pairs": 3, "test_single_responses": 3, "test_validate_export": 2,
         "test_concatenated_logps": 3, "test_dpo_train_step": 3, "test_step_metrics": 2,
+        "test_early_stopping": 5, "test_on_policy_pairs": 5, "written_answer_peak": 2, "written_answer_on_policy": 2,
     }  # fmt: skip
+    assert sum(points.values()) == MAX_SCORE and sum(m for c, m in points.items() if c not in MANUAL) == 50
 
 
 def test_solutions_score_full_marks(flows):
-    lost = {k: v for k, v in flows["plain"]["solved"].items() if v[0] != v[1]}
+    lost = {k: v for k, v in flows["plain"]["solved"].items() if v[0] != (None if k in MANUAL else v[1])}
     assert not lost, f"the solutions lose points: {lost}"
-    assert flows["grades"]["solved"]["score"] == "40" and flows["grades"]["solved"]["status"] == "graded"
+    assert flows["grades"]["solved"]["score"] == "50" and flows["grades"]["solved"]["status"] == "graded"
 
 
 def test_answers_written_in_other_styles_keep_full_marks_through_both_doors(flows):
     for student in rewriters():
-        lost = {k: v for k, v in flows["plain"][student].items() if v[0] != v[1]}
+        lost = {k: v for k, v in flows["plain"][student].items() if v[0] != (None if k in MANUAL else v[1])}
         assert not lost, f"plain nbgrader takes points from correct rewrites ({student}): {lost}"
         row = flows["grades"][student]
-        assert row["score"] == "40" and row["status"] == "graded", (student, row)
+        assert row["score"] == "50" and row["status"] == "graded", (student, row)
     assert set(rewritten_answers()) == set(NOTEBOOKS)  # every notebook has a rewritten answer
 
 
@@ -525,7 +634,7 @@ def test_untouched_release_scores_zero(flows):
 
 def test_planted_bugs_lose_exactly_their_part(flows):
     for name, (score, max_score) in flows["plain"]["planted"].items():
-        expected = 0 if name in PLANTED_LOSES else max_score
+        expected = 0 if name in PLANTED_LOSES else None if name in MANUAL else max_score
         assert score == expected, f"{name}: {score}/{max_score}, expected {expected}"
 
 
@@ -540,9 +649,9 @@ def test_mistakes_only_hidden_tests_catch_lose_their_cells(flows):
         assert set(in_kernel) == visible, f"{name}: the visible tests catch it in {sorted(in_kernel)}"
         assert cells - visible, f"{name}: nothing here is left to the hidden tests"
     for name, (score, max_score) in flows["plain"]["hidden_mistakes"].items():
-        expected = 0 if name in lose else max_score
+        expected = 0 if name in lose else None if name in MANUAL else max_score
         assert score == expected, f"{name}: {score}/{max_score}, expected {expected}"
-    assert flows["grades"]["hidden_mistakes"]["score"] == "25"  # 40 - (8 + 2 + 3 + 2)
+    assert flows["grades"]["hidden_mistakes"]["score"] == "30"  # 50 - (8 + 2 + 3 + 2 + 5)
 
 
 def test_patching_the_checks_earns_nothing(flows):
@@ -558,9 +667,9 @@ def test_importing_the_reference_earns_nothing(flows):
 
     result = json.loads((flows["out"] / "results" / "cheater.json").read_text())
     statuses = {nb: r["status"] for nb, r in result["notebooks"].items()}
-    assert statuses == {NB1: "graded", NB2: "missing", NB3: "missing", NB4: "graded"}, statuses
-    graded = {c for nb in (NB1, NB4) for c in result["notebooks"][nb]["grades"]}
-    assert graded == CHEATED
+    assert statuses == {NB1: "graded", NB2: "missing", NB3: "missing", NB4: "graded", NB5: "graded"}, statuses
+    graded = {c for nb in (NB1, NB4, NB5) for c in result["notebooks"][nb]["grades"]}
+    assert graded == CHEATED | set(MANUAL)  # the written answers await their manual grade
     scored = {k: s for k, (s, _) in flows["plain"]["cheater"].items() if s}
     assert not scored and flows["grades"]["cheater"]["score"] == "0", scored
 
@@ -573,7 +682,7 @@ def test_both_flows_judge_against_the_same_fixtures_made_once(flows):
     digest = (flows["out"] / ".grader" / "current").read_text().strip()
     assert made[0].read_bytes() == (flows["out"] / ".grader" / digest[:16] / "fixtures.json").read_bytes()
     fixtures = json.loads(made[0].read_text())
-    assert sorted(fixtures) == [NB1, NB2, NB3, NB4]
+    assert sorted(fixtures) == [NB1, NB2, NB3, NB4, NB5]
     assert set(fixtures[NB1]) == NB1_CELLS  # every grade cell of notebook 01 has hidden tests
 
 
@@ -581,7 +690,10 @@ def test_both_flows_judge_against_the_same_fixtures_made_once(flows):
 def test_a_student_missing_notebooks_is_incomplete_with_zero_for_them(flows):
     row = flows["grades"]["incomplete"]
     assert row["status"] == "incomplete" and row["score"] == "21", row  # 11 + 10
-    assert "not handed in (0 points): 02_dpo_variants.ipynb, 04_train_with_dpo.ipynb" in row["reason"]
+    assert (
+        "not handed in (0 points): 02_dpo_variants.ipynb, 04_train_with_dpo.ipynb, 05_what_dpo_optimises.ipynb"
+        in row["reason"]
+    )
     cells = flows["cells"]["incomplete"]
     assert cells["test_kto"] == "0" and cells["test_step_metrics"] == "0" and cells["test_metrics"] == "2"
     statuses = {s: r["status"] for s, r in flows["grades"].items() if s != ENROLLED_NOT_SUBMITTED}
@@ -598,7 +710,7 @@ def test_the_gradebook_needs_no_manual_grade_for_a_missing_notebook(flows):
         flags = {nb.name: nb.needs_manual_grade for nb in submission.notebooks}
         totals = {nb.name: nb.score for nb in submission.notebooks}
     assert flags == {n.removesuffix(".ipynb"): False for n in NOTEBOOKS}
-    assert totals == {NB1: 11, NB2: 0, NB3: 10, NB4: 0}
+    assert totals == {NB1: 11, NB2: 0, NB3: 10, NB4: 0, NB5: 0}
 
 
 # --------------------------------------------------------------------------- fail closed
@@ -793,7 +905,7 @@ def test_class_report_numbers_match_the_csvs(flows):
         statuses.count(s) for s in ("graded", "incomplete", "ungradable", "missing")
     ]
     assert float(summary["mean score"]) == pytest.approx(sum(scores) / len(scores), abs=0.005)
-    assert float(summary["out of"]) == 40
+    assert float(summary["out of"]) == MAX_SCORE
 
     maxima = read_csv(flows["out"] / "cells.csv")[0]  # the "(max)" row
     rows = report.tables["cells"][1:]
