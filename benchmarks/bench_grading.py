@@ -16,6 +16,13 @@ timings. Run it on an otherwise idle machine; the load average is printed with t
     python benchmarks/bench_grading.py                  # 40 students, the full assignment
     python benchmarks/bench_grading.py --students 5     # a quick check (one of each kind)
     python benchmarks/bench_grading.py --shards 2       # one run against 2 shards + merge (below)
+    python benchmarks/bench_grading.py --baseline REV --students 4   # before/after (below)
+
+``--baseline REV`` grades a class of correct students with the grader of git revision REV (checked
+out in a temporary worktree; before the grader became its own package it ran as
+``python -m dpolab.autograde.cli``) and with this checkout's, ``--jobs 1`` each, on the notebooks
+both have, and prints the wall time and the CPU time (core-seconds: every process of the run's
+tree, kernels included, polled with psutil) per submission of each, and whether the scores agree.
 
 ``--shards N`` measures the cluster recipe instead (deploy/, ``dpolab-grade --shard``): the class
 graded in one run with ``--jobs N`` and as N shards run at the same time, each ``--jobs 1`` (the
@@ -217,6 +224,97 @@ def rows(out: Path) -> dict[str, dict]:
         return {r["student_id"]: r for r in csv.DictReader(f)}
 
 
+def tree_cpu(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float]:
+    """Run ``cmd``; (wall seconds, CPU seconds of its whole process tree). The tree is polled ten
+    times a second with psutil (each process's last CPU time counts): the kernels inside
+    bubblewrap's PID namespace are in it, though nobody reaps them into a parent's rusage."""
+    import subprocess
+
+    import psutil
+
+    seen: dict[int, float] = {}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            tree = []
+        for q in tree:
+            try:
+                t = q.cpu_times()
+                seen[q.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        time.sleep(0.1)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode})"
+    return time.perf_counter() - start, sum(seen.values())
+
+
+def before_after(args) -> None:
+    """The grader of ``args.baseline`` (a git revision, e.g. the last commit before the speed-up) and
+    this checkout's, one after the other on the same class of correct students (every notebook),
+    ``--jobs 1``; the course and fixtures of each are built first, outside the timings."""
+    import subprocess
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-before-after-"))
+    old = tmp / "baseline"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.baseline],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        notebooks = [
+            p.stem
+            for p in sorted(SOLUTIONS.glob("*.ipynb"))
+            if not args.notebooks or p.stem in args.notebooks
+        ]
+        both = [p.stem for p in sorted((old / "solutions" / ASSIGNMENT).glob("*.ipynb"))]
+        notebooks = [nb for nb in notebooks if nb in both]  # what both versions grade
+        solutions = tmp / "solutions" / ASSIGNMENT
+        solutions.mkdir(parents=True)
+        for nb in notebooks:
+            shutil.copy(SOLUTIONS / f"{nb}.ipynb", solutions)
+        for n, folder in ((1, "warm"), (args.students, "class")):
+            for i in range(n):
+                d = tmp / folder / f"{folder}{i:02d}"
+                d.mkdir(parents=True)
+                for nb in notebooks:
+                    nbformat.write(solved_release(f"{nb}.ipynb", RELEASE), d / f"{nb}.ipynb")
+        env = dict(os.environ, DPOLAB_DEVICE="cpu")
+        runs = {
+            # the baseline's grader lived in dpolab.autograde (lib/), run from its own checkout
+            f"before ({args.baseline})": ([sys.executable, "-m", "dpolab.autograde.cli"],
+                                         dict(env, PYTHONPATH=str(old / "lib"))),
+            "after (this checkout)": ([sys.executable, "-m", "dpolab_grade.cli"], env),
+        }  # fmt: skip
+        figures = {}
+        for i, (label, (cmd, run_env)) in enumerate(runs.items()):
+            out = tmp / f"out{i}"
+            common = ["--out", str(out), "--solutions", str(solutions), "--jobs", "1", "--no-progress"]
+            tree_cpu([*cmd, str(tmp / "warm"), *common], run_env, tmp)  # course, fixtures, student package
+            wall, cpu = tree_cpu([*cmd, str(tmp / "class"), *common], run_env, tmp)
+            scores = {r["student_id"]: r["score"] for r in csv.DictReader(open(out / "grades.csv"))}
+            figures[label] = (wall, cpu, scores)
+        print()
+        print("=" * 78)
+        print(
+            f"dpolab-grade before and after: {args.students} correct students x {len(notebooks)} notebooks, --jobs 1"
+        )
+        print(f"machine: {os.cpu_count()} CPUs; load average before: {load()}")
+        for label, (wall, cpu, scores) in figures.items():
+            print(f"{label:<28} wall {wall / args.students:6.1f} s   CPU {cpu / args.students:6.1f} core-s per submission"
+                  f"   (scores: {sorted(set(scores.values()))})")  # fmt: skip
+        (b_wall, b_cpu, b_scores), (a_wall, a_cpu, a_scores) = figures.values()
+        print(f"speed-up: {b_cpu / a_cpu:.2f}x in CPU, {b_wall / a_wall:.2f}x in wall time; "
+              f"same scores: {'yes' if b_scores == a_scores else 'NO'}")  # fmt: skip
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True
+        )
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--students", type=int, default=40, help="size of the class (default 40)")
@@ -226,7 +324,12 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=0,
                    help="N >= 2: one run (--jobs N) against N concurrent shards (--jobs 1), and the "
                    "merge")  # fmt: skip
+    p.add_argument("--baseline", metavar="REV",
+                   help="compare with the grader of git revision REV on correct students (before/after)")  # fmt: skip
     args = p.parse_args()
+    if args.baseline:
+        before_after(args)
+        return
     os.environ.setdefault("DPOLAB_DEVICE", "cpu")
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
     import socket

@@ -36,10 +36,12 @@ def _fmt(x: float) -> str:
 
 def cell_pass_rates(results: list[dict], cells: list[GradeCell]) -> list[tuple[GradeCell, int, int]]:
     """``(cell, students with full points, students scored)`` per grade cell: scored are the students
-    with a number in ``cells.csv`` (their notebook was graded, or not handed in: 0)."""
+    with a number in ``cells.csv`` (their notebook was graded, or not handed in: 0; an answer still
+    to grade by hand has none)."""
     rows = []
     for c in cells:
         scored = [r["notebooks"][c.notebook]["grades"] for r in results if _scored(r, c.notebook)]
+        scored = [g for g in scored if c.name in g]
         rows.append((c, sum(g.get(c.name, 0) >= c.points for g in scored), len(scored)))
     return rows
 
@@ -59,6 +61,22 @@ def promise_counts(results: list[dict]) -> list[tuple[str, str, str, int]]:
                 seen.update((notebook, cell, f["promise"]) for f in failures)
         counts.update(seen)
     return [(*key, n) for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _manual(results: list[dict], cells: list[GradeCell]) -> str:
+    """A paragraph on the answers graded by hand: their points, and what still waits in formgrader."""
+    manual = [c for c in cells if c.manual]
+    if not manual:
+        return ""
+    points = sum(c.points for c in manual)
+    waiting = [r for r in results if r.get("manual_pending")]
+    pending = sum(r["manual_pending"] for r in waiting)
+    return (
+        f"<p>Of the {_fmt(sum(c.points for c in cells))} points, {_fmt(points)} are graded by hand "
+        f"({len(manual)} written answers, in formgrader). Awaiting manual grading: {_fmt(pending)} points "
+        f"of {len(waiting)} students; the scores above count them once graded (then run "
+        "<code>dpolab-grade export OUT</code>).</p>"
+    )
 
 
 def _scored(result: dict, notebook: str) -> bool:
@@ -154,6 +172,7 @@ def write_class_report(out: Path, results: list[dict], cells: list[GradeCell], t
             numeric=set(range(8)),
             table_id="summary",
         ),  # fmt: skip
+        _manual(results, cells),
         "<h2>Score distribution</h2>",
         f'<img alt="score distribution" src="{distribution}">',
         "<h2>Pass rate of each grade cell</h2>",

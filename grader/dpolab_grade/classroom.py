@@ -101,7 +101,8 @@ class Course:
         seconds = self.late(timestamp)
         total = 0.0
         for nb in result["notebooks"].values():
-            score = sum(nb["grades"].values()) if nb["status"] == "graded" else 0.0
+            # the points known now (an answer awaiting its manual grade counts 0, as nbgrader counts it)
+            score = sum(v or 0.0 for v in nb["grades"].values()) if nb["status"] == "graded" else 0.0
             nb["late_penalty"] = self.penalty(result["student_id"], score, seconds)
             total += nb["late_penalty"]
         result.update(timestamp=timestamp or "", seconds_late=seconds, late_penalty=total)

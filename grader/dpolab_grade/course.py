@@ -33,6 +33,7 @@ class GradeCell:
     notebook: str  # notebook name without .ipynb
     name: str  # grade_id
     points: float
+    manual: bool = False  # an answer graded by hand (nbgrader: a solution cell that is also graded)
 
 
 @dataclass
@@ -71,6 +72,10 @@ class GraderCourse:
     def max_score(self) -> float:
         return sum(g.points for g in self.grade_cells())
 
+    @property
+    def manual_points(self) -> float:
+        return sum(g.points for g in self.grade_cells() if g.manual)
+
 
 def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCourse:
     """Generate (or reuse) the release and gradebook of ``solutions`` (the source notebooks)."""
@@ -99,9 +104,16 @@ def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCours
         assignment_row = gb.find_assignment(assignment)
         for notebook in sorted(assignment_row.notebooks, key=lambda n: n.name):
             source = nbformat.read(tmp / "source" / assignment / f"{notebook.name}.ipynb", as_version=4)
-            order = [c.metadata.get("nbgrader", {}).get("grade_id") for c in source.cells]
+            meta = {
+                c.metadata.get("nbgrader", {}).get("grade_id"): c.metadata.get("nbgrader", {})
+                for c in source.cells
+            }
+            order = list(meta)
             for cell in sorted(notebook.grade_cells, key=lambda g: order.index(g.name)):
-                cells.append({"notebook": notebook.name, "name": cell.name, "points": cell.max_score})
+                manual = bool(meta[cell.name].get("solution"))
+                cells.append(
+                    {"notebook": notebook.name, "name": cell.name, "points": cell.max_score, "manual": manual}
+                )
     # What the hidden tests record on the solutions: students' records are judged against these.
     # (made once per version of the solutions and shared with plain nbgrader's judge: fixtures.cached_fixtures)
     shutil.copy(cached_fixtures(solutions), tmp / "fixtures.json")

@@ -78,8 +78,10 @@ def merge_student(path: Path, assignment: str, result: dict) -> None:
             nb = notebooks.get(notebook.name, {"status": "ungradable", "grades": {}})
             for grade in notebook.grades:
                 if nb["status"] in ("graded", "missing"):  # not handed in: 0, nothing to grade
-                    grade.auto_score = nb["grades"].get(grade.name, 0)
-                    grade.needs_manual_grade = False
+                    score = nb["grades"].get(grade.name, 0)
+                    grade.auto_score = score
+                    # None: an answer for the instructor to grade (formgrader lists it), unless graded already
+                    grade.needs_manual_grade = score is None and grade.manual_score is None
                 else:
                     grade.auto_score = 0
                     grade.needs_manual_grade = True
@@ -98,9 +100,10 @@ def add_students(path: Path, students: list[dict]) -> None:
 
 def class_rows(path: Path, assignment: str) -> dict[str, dict]:
     """What the gradebook says of each student now, manual grades and regrades included:
-    ``{student_id: {"raw_score", "late_penalty", "score", "timestamp", "grades": {notebook:
-    {grade_id: score or None}}}}`` (None: waiting for a manual grade). ``score`` is nbgrader
-    export's: ``max(0, raw_score - late_penalty)``."""
+    ``{student_id: {"raw_score", "late_penalty", "score", "auto_score", "manual_pending", "timestamp",
+    "grades": {notebook: {grade_id: score or None}}}}`` (None: waiting for a manual grade). ``score``
+    is nbgrader export's: ``max(0, raw_score - late_penalty)``; ``auto_score``: the points of the
+    automatically graded cells; ``manual_pending``: the points of the answers still to grade by hand."""
     out: dict[str, dict] = {}
     with Gradebook(f"sqlite:///{path}") as gb:
         for submission in gb.assignment_submissions(assignment):
@@ -113,10 +116,20 @@ def class_rows(path: Path, assignment: str) -> dict[str, dict]:
                 for nb in submission.notebooks
             }
             penalty = submission.late_submission_penalty or 0.0
+            auto, pending = 0.0, 0.0
+            for nb in submission.notebooks:
+                manual = {c.name for c in nb.notebook.solution_cells}
+                for g in nb.grades:
+                    if g.name not in manual:
+                        auto += g.score or 0.0
+                    elif g.manual_score is None and g.auto_score is None:
+                        pending += g.max_score
             out[submission.student_id] = {
                 "raw_score": submission.score,
                 "late_penalty": penalty,
                 "score": max(0.0, submission.score - penalty),
+                "auto_score": auto,
+                "manual_pending": pending,
                 "timestamp": format_time(submission.timestamp),
                 "grades": grades,
             }

@@ -17,8 +17,11 @@ from .class_report import write_class_report
 from .course import GradeCell
 from .gradebook import class_rows
 
+# score: the total so far (automatic, and manual grades once given); auto_score: the automatic
+# cells' points; manual_pending: the points of answers still to grade by hand (formgrader)
 GRADES_COLUMNS = [
     "student_id", "score", "max_score", "status", "reason", "raw_score", "late_penalty", "timestamp", "seconds_late",
+    "auto_score", "manual_pending",
 ]  # fmt: skip
 
 
@@ -37,7 +40,8 @@ def current(results: list[dict], gradebook: Path, assignment: str, roster: list[
         r = copy.deepcopy(r)
         row = now.get(r["student_id"])
         if row:
-            r.update({k: row[k] for k in ("score", "raw_score", "late_penalty", "timestamp")})
+            r.update({k: row[k] for k in ("score", "raw_score", "late_penalty", "timestamp", "auto_score",
+                                          "manual_pending")})  # fmt: skip
             for nb, grades in row["grades"].items():
                 if nb in r["notebooks"]:  # None (waiting for a manual grade) is left out: blank in cells.csv
                     r["notebooks"][nb]["grades"] = {k: v for k, v in grades.items() if v is not None}
@@ -49,7 +53,8 @@ def current(results: list[dict], gradebook: Path, assignment: str, roster: list[
         if sid not in graded:
             out.append(
                 {"student_id": sid, "status": "missing", "reason": "nothing handed in", "score": 0.0,
-                 "raw_score": 0.0, "late_penalty": 0.0, "timestamp": "", "seconds_late": 0.0, "notebooks": {}}
+                 "raw_score": 0.0, "late_penalty": 0.0, "timestamp": "", "seconds_late": 0.0, "notebooks": {},
+                 "auto_score": 0.0, "manual_pending": 0.0}
             )  # fmt: skip
     return out
 
@@ -73,7 +78,7 @@ def write_reports(
             w.writerow(
                 [r["student_id"], _fmt(r["score"]), _fmt(max_score), r["status"], r["reason"],
                  _fmt(r.get("raw_score", r["score"])), _fmt(r.get("late_penalty", 0)), r.get("timestamp", ""),
-                 _fmt(r.get("seconds_late", 0))]
+                 _fmt(r.get("seconds_late", 0)), _fmt(r.get("auto_score", r["score"])), _fmt(r.get("manual_pending", 0))]
             )  # fmt: skip
     with open(out / "cells.csv", "w", newline="") as f:
         w = csv.writer(f)

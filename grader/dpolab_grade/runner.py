@@ -196,7 +196,7 @@ def _finish(sub: Submission, key: str, notebooks: dict, notes: list[str], course
         }
     cells = course.grade_cells()
     score = sum(
-        notebooks[c.notebook]["grades"].get(c.name, 0)
+        notebooks[c.notebook]["grades"].get(c.name) or 0  # None: awaiting a manual grade
         for c in cells
         if notebooks.get(c.notebook, {}).get("status") == "graded"
     )

@@ -226,6 +226,10 @@ def kernel_env(limits: Limits, home: Path) -> dict[str, str]:
         env[var] = str(limits.threads)
     if "DPOLAB_DEVICE" in os.environ:
         env["DPOLAB_DEVICE"] = os.environ["DPOLAB_DEVICE"]
+    if os.environ.get("PYTHONPATH"):
+        # the kernel's Python finds its packages where python_paths and package_folder found them
+        # (they ran with this environment): the same folders, bound read-only in the sandbox
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
 
 

@@ -238,7 +238,14 @@ def grade_notebook(spec: dict, nb: str, student: Student, limits: Limits) -> dic
         return {"status": "ungradable", "reason": "nbgrader could not write the feedback", "grades": {}}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         notebook = gb.find_submission_notebook(nb, a, sid)
-        grades = {g.name: g.score for g in notebook.grades if g.max_score > 0}
+        # an answer graded by hand (a solution cell that is also graded) waits for the instructor:
+        # None (an unchanged answer is 0, and needs no one)
+        manual = {c.name for c in notebook.notebook.solution_cells}
+        grades = {
+            g.name: None if g.name in manual and g.needs_manual_grade else g.score
+            for g in notebook.grades
+            if g.max_score > 0
+        }
     return {
         "status": "graded",
         "reason": "",
