@@ -851,6 +851,14 @@ def test_formgrader_shows_submissions_scores_and_feedback(flows, flow, shots, tm
         assert re.search(rf"Score:\s*{NB1_SCORE}(\.0)?\s*/\s*11", body), body[:500]
         _shot(page, shots, f"{flow}-5-feedback")
 
+        # the manual grading view: notebook 05's two written answers wait for a score (empty boxes)
+        page.goto(f"{url}/formgrader/manage_students/{FORMGRADER_STUDENT}/{ASSIGNMENT}?token={token}")
+        page.get_by_text(NB5).first.click()
+        page.wait_for_selector("input.score", timeout=30_000)
+        boxes = page.evaluate("() => Array.from(document.querySelectorAll('input.score')).map((b) => b.value)")
+        assert len(boxes) == 4 and sum(v.strip() == "" for v in boxes) == len(MANUAL), boxes
+        _shot(page, shots, f"{flow}-6-manual-grading")
+
 
 # --------------------------------------------------------------------------- the class report
 class _Tables(HTMLParser):
