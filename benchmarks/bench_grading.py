@@ -1,9 +1,10 @@
 """Benchmark: ``dpolab-grade`` on a generated class of the full assignment, ``--jobs 1`` against ``--jobs 2``.
 
-The class (default 40 students) submits every notebook of ``solutions/lab_3_1_5_dpo`` (four
-notebooks, 40 points). Students rotate through correct, partial, hostile, correct, correct
-(60 % correct, 20 % partly correct with one planted bug per notebook, 20 % hostile); the
-hostile ones take turns through eight attacks, each put in every notebook: an infinite loop,
+The class (default 40 students) submits every notebook of ``solutions/lab_3_1_5_dpo`` (five
+notebooks, 50 automatic points; notebook 05's two written answers, 4 points, wait for a grade by
+hand, so a correct submission scores 50 here). Students rotate through correct, partial, hostile,
+correct, correct (60 % correct, 20 % partly correct with one planted bug per notebook, 20 %
+hostile); the hostile ones take turns through eight attacks, each put in every notebook: an infinite loop,
 a loop that swallows ``KeyboardInterrupt``, ``os._exit(1)``, a memory bomb, 50 MB printed, a
 (bounded) fork bomb, a connection to the grader's port and a DNS lookup, reading the solutions.
 
@@ -56,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from notebook_tools import ASSIGNMENT, RELEASE, SOLUTIONS, solved_release  # noqa: E402
 
-PLANTED = {  # one bug per notebook (tests/test_notebooks.py, tests/test_hidden_tests_nb04.py)
+PLANTED = {  # one bug per notebook (tests/test_notebooks.py, tests/test_hidden_tests_nb04.py, _nb05.py)
     "01_dpo_loss": {
         "dpo_loss_answer": ("(chosen_rewards > rejected_rewards)", "(chosen_rewards >= rejected_rewards)")
     },
@@ -68,6 +69,9 @@ PLANTED = {  # one bug per notebook (tests/test_notebooks.py, tests/test_hidden_
     },
     "03_preference_data": {"generator_answer": (">= self.min_score_diff", "> self.min_score_diff")},
     "04_train_with_dpo": {"dpo_train_step_answer": ("(margins > 0)", "(margins >= 0)")},
+    "05_what_dpo_optimises": {
+        "early_stopping_answer": ("if metric > best_metric:", "if metric >= best_metric:")
+    },
 }
 HOSTILE = {
     "infinite_loop": "while True:\n    pass",
@@ -115,6 +119,18 @@ def make_class(folder: Path, solutions: Path, students: int, port: int) -> dict[
                 nb.cells.insert(2, nbformat.v4.new_code_cell(source))
             nbformat.write(nb, folder / student / name)
     return kinds
+
+
+def points(solutions: Path) -> tuple[float, float]:
+    """``(automatic, by hand)``: the points of the grade cells (tests), and of the answer cells
+    with points (written answers), which wait for a manual grade."""
+    out = [0.0, 0.0]
+    for path in sorted(solutions.glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if meta.get("grade"):
+                out[bool(meta.get("solution"))] += float(meta.get("points", 0))
+    return out[0], out[1]
 
 
 def grade(submissions: Path, out: Path, solutions: Path, jobs: int, extra: list[str]) -> float:
@@ -318,7 +334,7 @@ def before_after(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--students", type=int, default=40, help="size of the class (default 40)")
-    p.add_argument("--notebooks", nargs="*", help="notebook names without .ipynb (default: all four)")
+    p.add_argument("--notebooks", nargs="*", help="notebook names without .ipynb (default: all five)")
     p.add_argument("--cell-timeout", type=int, default=30, help="seconds per cell (default 30)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (class and outputs)")
     p.add_argument("--shards", type=int, default=0,
@@ -351,6 +367,7 @@ def main() -> None:
         shutil.copytree(tmp / "out1" / ".grader", tmp / "out2" / ".grader")
         prepared = time.perf_counter() - t0
         n_nb = len(course.notebooks)
+        automatic, by_hand = points(solutions)  # a correct submission scores `automatic` until graded by hand
         count = {
             k: sum(v.split(":")[0] == k for v in kinds.values()) for k in ("correct", "partial", "hostile")
         }
@@ -379,7 +396,8 @@ def main() -> None:
         print("=" * 78)
         print("dpolab-grade benchmark")
         print(
-            f"class: {args.students} students x {n_nb} notebooks ({course.max_score:g} points): "
+            f"class: {args.students} students x {n_nb} notebooks ({automatic:g} automatic points, "
+            f"{by_hand:g} by hand): "
             f"{count['correct']} correct, {count['partial']} partial, {count['hostile']} hostile"
         )
         print(
@@ -406,7 +424,7 @@ def main() -> None:
             summary[key] = summary.get(key, 0) + 1
         for (kind, status, score, reason), n in sorted(summary.items()):
             print(f"  {n:3d} x {kind:28s} {status:10s} {score:>7s}  {reason}")
-        wrong = [s for s, k in kinds.items() if k == "correct" and float(r2[s]["score"]) != course.max_score]
+        wrong = [s for s, k in kinds.items() if k == "correct" and float(r2[s]["score"]) != automatic]
         if wrong:
             print(f"WARNING: correct submissions without full marks: {wrong}")
         print("=" * 78)

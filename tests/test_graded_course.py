@@ -42,8 +42,19 @@ HELPERS = [  # what the notebooks' non-exercise cells and tests import (must wor
     "get_device", "TinyGPT", "GPTConfig", "CharTokenizer", "ArithmeticTask", "PreferenceBatch",
     "PreferenceData", "collate_preferences", "encode_pairs", "load_jsonl", "save_jsonl", "cosine_lr",
     "run_sft", "lab_recipe", "quick_mode", "DEFAULT_BETA", "kl_to_reference", "complete",
+    "split_held_out", "load_part5_results",
 ]  # fmt: skip
 NOT_A_STUDENT_NAME = re.compile(r"graded-course package|cannot import name|No module named 'dpolab")
+
+
+def package_data() -> list[str]:
+    """The data files of the full dpolab (pyproject.toml's package-data), relative to the package."""
+    import tomllib
+
+    pyproject = Path(dpolab.__file__).resolve().parents[2] / "pyproject.toml"
+    data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["dpolab"]
+    assert "training/part5_results.json" in data, data
+    return data
 
 
 def full_package_names() -> dict[str, bool]:
@@ -117,6 +128,9 @@ def test_command_builds_notebooks_package_and_wheel(built):
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert "dpolab/device.py" in names and "dpolab/grading.py" in names
     assert not [n for n in names if is_reference(n.removesuffix(".py").replace("/", "."))]
+    # the shipped results that notebooks 04 and 05 show where the reference cannot train
+    missing = [f"dpolab/{data}" for data in package_data() if f"dpolab/{data}" not in names]
+    assert not missing, f"the student wheel lacks the package's data files: {missing}"
 
 
 def test_reference_modules_are_gone_from_the_package(built):
@@ -215,8 +229,11 @@ batch = data.batches(2)[0]
 loss, weight = dpo_loss_and_weight(torch.tensor([0.0]), beta=1.0)
 recipe = dpolab.lab_recipe()
 model, history = dpolab.run_sft(task, tok, recipe, seed=0, progress=False)
+val, test = dpolab.split_held_out(task.eval_prompts)  # notebook 05 without the reference: shipped results
+shipped = dpolab.load_part5_results()
 print(json.dumps({{"pairs": [list(p) for p in pairs[:1]], "n": len(back), "rows": list(batch.chosen.input_ids.shape),
-                  "loss": loss.item(), "weight": weight.item(), "sft_steps": len(history["loss"])}}))
+                  "loss": loss.item(), "weight": weight.item(), "sft_steps": len(history["loss"]),
+                  "split": [len(val), len(test), len(set(val) & set(test))], "part5": sorted(shipped)}}))
 """
     env = child_env(student_python)
     proc = subprocess.run([str(student_python), "-c", code], capture_output=True, text=True, env=env)
@@ -227,6 +244,8 @@ print(json.dumps({{"pairs": [list(p) for p in pairs[:1]], "n": len(back), "rows"
     assert got["n"] == 4 and got["rows"][0] == 2
     assert got["loss"] == pytest.approx(0.6931471805599453) and got["weight"] == pytest.approx(0.5)
     assert got["sft_steps"] == dpolab.LAB_RECIPE.quick().sft_steps
+    assert got["split"][2] == 0 and min(got["split"][:2]) > 0, got["split"]
+    assert got["part5"] == sorted(dpolab.load_part5_results())
 
 
 def stub_errors(errors, nb) -> list[str]:

@@ -322,7 +322,7 @@ class PairRecorder:
     """
 
     def __init__(self, min_score_diff: float = 0.5):
-        self.min_score_diff = min_score_diff
+        self.min_score_diff = float(min_score_diff)  # a gap, compared with float scores
         self.records: list[dict[str, Any]] = []
         self.returned: list[ScoredPair] = []
         self.calls = 0
