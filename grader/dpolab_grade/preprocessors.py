@@ -106,10 +106,10 @@ class HideHiddenTracebacks(Preprocessor):
 class RecordingExecute(Execute):
     """nbgrader's ``Execute``, in dpolab-grade's sandbox, with the kernel asked for its hidden tests' records.
 
-    ``sandbox``: ``bwrap`` (the default) starts each notebook's kernel in bubblewrap with the
-    limits below, the student package as its ``dpolab``, no network and a watchdog
-    (:class:`~dpolab_grade.nbgrader_sandbox.KernelSandbox`); where bubblewrap cannot be used the
-    notebook is not graded and the log says how to fix it (fail closed). ``none``: no file or network
+    ``sandbox``: ``bwrap`` (the default) starts each student's kernels in bubblewrap with the
+    limits below, the student package as its ``dpolab``, no network, a zygote that imports torch
+    once per student and a watchdog (:class:`~dpolab_grade.nbgrader_sandbox.KernelSandbox`); where
+    bubblewrap cannot be used the notebook is not graded and the log says how to fix it (fail closed). ``none``: no file or network
     isolation, chosen knowingly; the limits, the watchdog and the student package stay.
     ``given``: the kernelspec in force is already sandboxed (``dpolab-grade``'s workers).
 
@@ -134,8 +134,9 @@ class RecordingExecute(Execute):
     )
 
     _kernel_sandbox = None
+    _sandboxes = None
 
-    def _make_sandbox(self, resources):
+    def _make_sandbox(self):
         import sys
 
         from nbgrader.coursedir import CourseDirectory
@@ -150,7 +151,6 @@ class RecordingExecute(Execute):
             max_processes=self.max_processes,
             threads=self.threads,
         )
-        notebook_dir = resources.get("metadata", {}).get("path") or os.getcwd()
         root = Path(CourseDirectory(config=self.config).root).resolve()
         cache = Path(self.cache_dir) if self.cache_dir else default_cache().parent / "student"
         return KernelSandbox(
@@ -158,7 +158,6 @@ class RecordingExecute(Execute):
             limits,
             self.kernel_python or sys.executable,
             cache,
-            Path(notebook_dir),
             forbidden=[root, default_cache().parent, cache],
             log=self.log,
         )
@@ -166,14 +165,23 @@ class RecordingExecute(Execute):
     def preprocess(self, nb, resources, *args, **kwargs):
         previous = os.environ.get(ENV)
         os.environ[ENV] = "1"
-        self._kernel_sandbox = None if self.sandbox == "given" else self._make_sandbox(resources)
+        self._kernel_sandbox = None
+        if self.sandbox != "given":  # one sandbox per student, kept across the student's notebooks
+            from .nbgrader_sandbox import Sandboxes
+
+            if self._sandboxes is None:
+                self._sandboxes = Sandboxes()
+            key = resources.get("nbgrader", {}).get("student"), str(resources.get("metadata", {}).get("path"))
+            self._kernel_sandbox = self._sandboxes.get(key, self._make_sandbox)
+            self._kernel_sandbox.start_notebook()
         try:
             return super().preprocess(nb, resources, *args, **kwargs)
         finally:
             if self._kernel_sandbox is not None:
-                reason = self._kernel_sandbox.close()
+                reason = self._kernel_sandbox.end_notebook()
                 if reason:
                     self.log.error("dpolab: %s: the kernel was killed", reason)
+                self._sandboxes.idle()
                 self._kernel_sandbox = None
             if previous is None:
                 os.environ.pop(ENV, None)
@@ -185,22 +193,6 @@ class RecordingExecute(Execute):
             return super().create_kernel_manager()
         self.km = self._kernel_sandbox.kernel_manager(self.kernel_manager_class, self.config)
         return self.km
-
-    def _watch_kernel(self):
-        if self._kernel_sandbox is not None:
-            process = getattr(getattr(self.km, "provisioner", None), "process", None)
-            if process is not None:
-                self._kernel_sandbox.watch(process.pid)
-
-    # nbconvert's preprocess starts the kernel through the synchronous wrapper, nbclient's own
-    # execute through the coroutine: the watchdog starts after either
-    def start_new_kernel(self, **kwargs):
-        super().start_new_kernel(**kwargs)
-        self._watch_kernel()
-
-    async def async_start_new_kernel(self, **kwargs):
-        await super().async_start_new_kernel(**kwargs)
-        self._watch_kernel()
 
 
 class JudgeRecords(Preprocessor):

@@ -55,6 +55,10 @@ dependencies = {dependencies}
 
 [tool.setuptools.packages.find]
 include = ["dpolab*"]
+
+[tool.setuptools.package-data]
+# the shipped results that notebooks 04 and 05 show where their training is not included
+dpolab = ["training/*.json"]
 """
 
 README = """\

@@ -29,7 +29,6 @@ import os
 import re
 import resource
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -42,12 +41,9 @@ if __name__ == "__main__":
     # for IRI formats that no notebook schema uses. The worker does without them.
     sys.modules.setdefault("rfc3987_syntax", None)
 
-from .sandbox import Limits, kernel_prefix, write_spec  # noqa: E402
+from .sandbox import Limits  # noqa: E402
+from .student_sandbox import StudentSandbox  # noqa: E402
 from .watchdog import Watchdog, become_subreaper, kill_tree  # noqa: E402
-
-SOCKET_PATH_MAX = 100  # a Unix socket's path: 107 bytes on Linux; "-NNNNN" follows the prefix
-ZYGOTE = Path(__file__).with_name("zygote.py")
-SANDBOX_WORK = Path("/home/student")  # the kernels' cwd and HOME in the sandbox
 
 REASONS = [
     # (pattern in nbgrader's log, reason in plain words); the first that matches wins
@@ -96,80 +92,24 @@ def config(spec: dict, limits: Limits, course: Path, verdicts: Path):
     return c
 
 
-def ipc_folder(spec: dict) -> str:
-    """The folder of the zygote's socket and the kernels' ipc sockets: the unit's ``runtime/ipc``,
-    or a shorter one under /tmp when that path is too long for a Unix socket."""
-    folder = Path(spec["unit"]) / "runtime" / "ipc"
-    if len(str(folder / "k-65535")) > SOCKET_PATH_MAX:
-        import tempfile
-
-        folder = Path(tempfile.mkdtemp(prefix="dpolab-ipc-", dir="/tmp"))
-        spec["ipc_cleanup"] = str(folder)
-    if len(str(folder / "zygote")) > SOCKET_PATH_MAX:  # pragma: no cover
-        raise RuntimeError(f"the socket path {folder} is too long")
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o777)  # the kernel's (sandboxed) user creates its sockets here
-    return str(folder)
-
-
-class Student:
-    """The student's sandbox: its folders, the kernelspec nbgrader starts, the zygote behind it."""
-
-    def __init__(self, spec: dict, limits: Limits):
-        self.spec, self.limits = spec, limits
-        unit = Path(spec["unit"])
-        self.work, self.runtime = unit / "work", unit / "runtime"
-        for d in (self.work, self.runtime):
-            d.mkdir(exist_ok=True)
-        os.chmod(self.work, 0o777)  # the kernel's (sandboxed) user writes here
-        spec["ipc_dir"] = ipc_folder(spec)
-        self.socket = str(Path(spec["ipc_dir"]) / "zygote")
-        shutil.copy(ZYGOTE, self.runtime / "zygote.py")  # visible in the sandbox (runtime is bound)
-        sandbox = spec["sandbox"]
-        self.prefix, self.env = kernel_prefix(
-            python=spec["kernel_python"],
-            limits=limits,
-            sandbox=sandbox,
-            work=self.work,
-            notebook_dir=SANDBOX_WORK if sandbox else self.work,
-            runtime=self.runtime,
-            forbidden=[Path(p) for p in spec["forbidden"]],
-            student_package=Path(spec["student_package"]) if spec.get("student_package") else None,
-            ipc_dir=Path(spec["ipc_dir"]),
-            share_net=spec.get("transport") != "ipc",
-        )
-        # nbgrader starts "python3": a launcher that asks the zygote for a forked kernel
-        launcher = [sys.executable, "-I", "-S", str(self.runtime / "zygote.py"), "launch", self.socket]
-        write_spec(unit / "jupyter", launcher + ["{connection_file}"], None, interrupt_by_message=True)
-        os.environ["JUPYTER_PATH"] = str(unit / "jupyter")
-        os.environ["JUPYTER_RUNTIME_DIR"] = str(self.runtime)
-        os.environ["JUPYTER_CONFIG_DIR"] = str(unit / "jupyter-config")
-        os.environ["JUPYTER_DATA_DIR"] = str(unit / "jupyter-data")
-        self.zygote: subprocess.Popen | None = None
-        self.cpu: dict[int, float] = {}  # CPU seconds of each process of the sandbox, as last seen
-
-    def ensure_zygote(self) -> None:
-        """Start the zygote if it is not running (first notebook, or killed with a notebook's kernel)."""
-        if self.zygote is not None and self.zygote.poll() is None:
-            return
-        if os.path.exists(self.socket):
-            os.unlink(self.socket)
-        argv = self.prefix + [
-            self.spec["kernel_python"],
-            str(self.runtime / "zygote.py"),
-            "serve",
-            self.socket,
-        ]
-        print("kernel:", " ".join(argv), flush=True)
-        env = self.env or {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        self.zygote = subprocess.Popen(argv, env=env, cwd=self.work, stdin=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        if self.zygote is not None and self.zygote.poll() is None:
-            self.zygote.kill()
-            self.zygote.wait()
-        if self.spec.get("ipc_cleanup"):
-            shutil.rmtree(self.spec["ipc_cleanup"], ignore_errors=True)
+def student_sandbox(spec: dict, limits: Limits) -> StudentSandbox:
+    """The student's sandbox (its kernelspec first on ``JUPYTER_PATH``, its runtime folder nbgrader's)."""
+    unit = Path(spec["unit"])
+    student = StudentSandbox(
+        unit,
+        python=spec["kernel_python"],
+        limits=limits,
+        use_bwrap=spec["sandbox"],
+        transport=spec.get("transport", "tcp"),
+        forbidden=[Path(p) for p in spec["forbidden"]],
+        student_package=Path(spec["student_package"]) if spec.get("student_package") else None,
+    )
+    spec["ipc_dir"] = str(student.ipc)
+    os.environ["JUPYTER_PATH"] = str(student.jupyter)
+    os.environ["JUPYTER_RUNTIME_DIR"] = str(student.runtime)
+    os.environ["JUPYTER_CONFIG_DIR"] = str(unit / "jupyter-config")
+    os.environ["JUPYTER_DATA_DIR"] = str(unit / "jupyter-data")
+    return student
 
 
 class WallClock:
@@ -193,7 +133,7 @@ class WallClock:
         self.timer.cancel()
 
 
-def grade_notebook(spec: dict, nb: str, student: Student, limits: Limits) -> dict:
+def grade_notebook(spec: dict, nb: str, student: StudentSandbox, limits: Limits, cpu: dict) -> dict:
     from nbgrader.api import Gradebook
     from nbgrader.apps import NbGraderAPI
 
@@ -208,7 +148,7 @@ def grade_notebook(spec: dict, nb: str, student: Student, limits: Limits) -> dic
     verdicts = scratch / "verdicts.jsonl"
     api = NbGraderAPI(config=config(spec, limits, course, verdicts))
     student.ensure_zygote()
-    watchdog = Watchdog(limits.max_processes, limits.memory_mb, cpu=student.cpu)
+    watchdog = Watchdog(limits.max_processes, limits.memory_mb, cpu=cpu)
     watchdog.start()
     t0 = time.perf_counter()
     try:
@@ -294,28 +234,29 @@ def main(argv: list[str] | None = None) -> int:
     limits = Limits(**spec["limits"])
     become_subreaper()
     results: dict[str, dict] = {}
+    cpu: dict[int, float] = {}  # CPU seconds of each process of the sandbox, as last seen
     student = None
     try:
-        student = Student(spec, limits)
+        student = student_sandbox(spec, limits)
         for nb in spec["notebooks"]:
             with LogTo(spec["logs"][nb]):
-                cpu = resource.getrusage(resource.RUSAGE_SELF)
+                before = resource.getrusage(resource.RUSAGE_SELF)
                 try:
-                    results[nb] = grade_notebook(spec, nb, student, limits)
+                    results[nb] = grade_notebook(spec, nb, student, limits, cpu)
                 except Exception:  # reported, never raised: the run goes on
                     traceback.print_exc()
                     results[nb] = {"status": "ungradable", "reason": "the grader failed: "
                                    + traceback.format_exc(limit=1)[-300:], "grades": {}}  # fmt: skip
                 now = resource.getrusage(resource.RUSAGE_SELF)
                 print(
-                    f"cpu: worker {now.ru_utime + now.ru_stime - cpu.ru_utime - cpu.ru_stime:.2f} s",
+                    f"cpu: worker {now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime:.2f} s",
                     flush=True,
                 )
             (spec_path.parent / "result.json").write_text(json.dumps(results))
         own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         results["cpu"] = {
             "worker": round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 2),
-            "kernels": round(sum(student.cpu.values()), 2),
+            "kernels": round(sum(cpu.values()), 2),
         }
         (spec_path.parent / "result.json").write_text(json.dumps(results))
     except Exception:
