@@ -855,7 +855,9 @@ def test_formgrader_shows_submissions_scores_and_feedback(flows, flow, shots, tm
         page.goto(f"{url}/formgrader/manage_students/{FORMGRADER_STUDENT}/{ASSIGNMENT}?token={token}")
         page.get_by_text(NB5).first.click()
         page.wait_for_selector("input.score", timeout=30_000)
-        boxes = page.evaluate("() => Array.from(document.querySelectorAll('input.score')).map((b) => b.value)")
+        boxes = page.evaluate(
+            "() => Array.from(document.querySelectorAll('input.score')).map((b) => b.value)"
+        )
         assert len(boxes) == 4 and sum(v.strip() == "" for v in boxes) == len(MANUAL), boxes
         _shot(page, shots, f"{flow}-6-manual-grading")
 
