@@ -851,14 +851,16 @@ def test_formgrader_shows_submissions_scores_and_feedback(flows, flow, shots, tm
         assert re.search(rf"Score:\s*{NB1_SCORE}(\.0)?\s*/\s*11", body), body[:500]
         _shot(page, shots, f"{flow}-5-feedback")
 
-        # the manual grading view: notebook 05's two written answers wait for a score (empty boxes)
+        # the manual grading view of notebook 05: a score box per grade cell, none filled in by hand
+        # yet, and the student's written answers there to read
         page.goto(f"{url}/formgrader/manage_students/{FORMGRADER_STUDENT}/{ASSIGNMENT}?token={token}")
         page.get_by_text(NB5).first.click()
         page.wait_for_selector("input.score", timeout=30_000)
         boxes = page.evaluate(
             "() => Array.from(document.querySelectorAll('input.score')).map((b) => b.value)"
         )
-        assert len(boxes) == 4 and sum(v.strip() == "" for v in boxes) == len(MANUAL), boxes
+        assert len(boxes) == 2 + len(MANUAL) and all(v.strip() == "" for v in boxes), boxes
+        assert "The margin only compares the chosen and the rejected response" in page.inner_text("body")
         _shot(page, shots, f"{flow}-6-manual-grading")
 
 

@@ -1,25 +1,32 @@
-"""``dpolab-grade``: a class's submissions to grades and feedback in one command.
+"""``dpolab-grade``: the DPO Lab's grader, a distribution of its own (it depends on ``dpolab``).
 
-Built on nbgrader's own converters (``autograde``, ``generate_feedback``) and its gradebook.
-One idea per module:
+A class's submissions to grades and feedback in one command, built on nbgrader's own converters
+(``autograde``, ``generate_feedback``) and its gradebook; the same sandbox and judge in plain
+``nbgrader autograde`` and formgrader (``use_judge(c)``). One idea per module:
 
-``inputs``         find the submissions (nbgrader layout, flat LMS folders, zips) and check each file
-``course``         the grader's course: the release and its gradebook, generated once from ``solutions/``
-``sandbox``        the student's kernel: resource limits (prlimit), file and network isolation (bubblewrap)
-``watchdog``       the kernel's process tree watched from the worker: killed past the process or memory limit
-``records``        what a hidden test observed (Probe, in the kernel) and how the grader judges it
-``fixtures``       the records of the hidden tests on the solutions: the expected values, made once
-``preprocessors``  hidden tests judged after execution, output size caps, hidden tracebacks removed
-``pipeline``       nbgrader's autograde and feedback pipelines with the judge (dpolab-grade and plain
-                   nbgrader alike: ``use_judge(c)`` in an nbgrader_config.py)
-``worker``         one notebook of one student, graded in its own scratch course (a subprocess)
-``gradebook``      the per-notebook results merged into one gradebook by one writer
-``reports``        grades.csv, cells.csv, report.html (``class_report``: the class's figures)
-``runner``         the plan: what to (re)grade, in parallel, with a wall-clock limit per notebook
-``shards``         ``--shard K/N`` (a stable share of the class by a hash of the id) and ``merge``
-``cli``            the ``dpolab-grade`` command
-``student_package`` the ``dpolab-graded-course`` command: release notebooks and a dpolab without the
-                   reference, for students (and, mounted by the sandbox, for the grader's kernel)
+``inputs``           find the submissions (nbgrader layout, flat LMS folders, zips) and check each file
+``build``            what the grader's builds depend on (a digest) and a module run apart
+``course``           the grader's course: the release and its gradebook, generated once from ``solutions/``
+``fixtures``         the records of the hidden tests on the solutions: the expected values, made once
+``judge``            a student's records against the fixtures, outside the kernel
+``isolation``        fail closed: the kernel isolated as asked, or nothing graded
+``sandbox``          the student's kernel: resource limits (prlimit), file and network isolation (bubblewrap)
+``zygote``           kernels forked from one warm process per student (torch imported once)
+``student_sandbox``  one student's sandbox with its zygote and the kernelspec that starts its kernels
+``watchdog``         the kernel's process tree watched from outside: killed past the process or memory limit
+``preprocessors``    hidden tests judged after execution, output caps, hidden tracebacks removed
+``pipeline``         nbgrader's autograde and feedback pipelines with the judge (``use_judge(c)``)
+``nbgrader_sandbox`` the sandbox in plain nbgrader's ``Execute`` (one per student)
+``worker``           one student's notebooks, each in its own scratch course (a subprocess)
+``gradebook``        the per-student results merged into one gradebook by one writer
+``classroom``        due dates and late policies; ``lms``: rosters and LMS files
+``reports``          grades.csv, cells.csv, report.html (``class_report``: the class's figures)
+``runner``           the plan: what to (re)grade, in parallel, with a wall-clock limit per notebook
+``shards``           ``--shard K/N`` (a stable share of the class by a hash of the id) and ``merge``
+``cli``              the ``dpolab-grade`` command
+``release``          the release's stamps (Colab cell, badges) in ``generate_assignment``
+``student_package``  the ``dpolab-graded-course`` command: release notebooks and a dpolab without the
+                     reference, for students (and, mounted by the sandbox, for the grader's kernel)
 """
 
 # What is in force (issue 9). The command, layouts and safe zips, restored grade cells, the per-cell
