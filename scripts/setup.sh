@@ -19,11 +19,11 @@ pip=("$venv/bin/python" -m pip install --quiet)
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   "${pip[@]}" "torch==2.13.0+cpu" 2>/dev/null || "${pip[@]}" "torch>=2.2,<3"
 fi
+"${pip[@]}" -e ".[$extra]"
+# the grader is its own distribution (grader/pyproject.toml), which depends on dpolab (installed
+# above, so pip finds it here rather than on an index)
 case "$extra" in
-  # the grader is its own distribution (grader/pyproject.toml): the extra "grade" names it, this
-  # checkout provides it
-  instructor | test) "${pip[@]}" -e ./grader -e ".[$extra]" ;;
-  *) "${pip[@]}" -e ".[$extra]" ;;
+  instructor | test) "${pip[@]}" -e ./grader ;;
 esac
 
 # Two system packages the tests need, from Debian (CI runs as root with apt):
