@@ -69,7 +69,7 @@ def test_token_logp_change_is_zero_against_itself():
     tokens, change = dpolab.token_logp_change(model, model, tok, "12+34=", "46")
     assert tokens == ["4", "6", "<eos>"] and change == [0.0, 0.0, 0.0]
     (total,) = dpolab.response_logps(model, tok, ["12+34="], ["46"])
-    assert total == pytest.approx(sum(dpolab.token_logps(model, tok, "12+34=", "46")[1]))
+    assert total == pytest.approx(sum(dpolab.response_token_logps(model, tok, "12+34=", "46")[1]))
 
 
 def test_shipped_results_hold_every_cell_of_the_grid():

@@ -73,9 +73,15 @@ def export(namespace: dict[str, Any], table: Mapping[str, Sequence[str]]) -> dic
     """Bind ``table``'s names (module -> names, modules relative to ``namespace``'s package).
 
     A reference module that is absent (the graded-course package) is skipped; returns the
-    names left unbound, each with its module. Any other import error propagates.
+    names left unbound, each with its module. Any other import error propagates. A name listed
+    under two modules is an error: one would silently shadow the other.
     """
     package = namespace["__name__"]
+    owners: dict[str, str] = {}
+    for relative, names in table.items():
+        for name in names:
+            if owners.setdefault(name, relative) != relative:
+                raise ImportError(f"{package}: {name} is exported by both {owners[name]} and {relative}")
     absent: dict[str, str] = {}
     for relative, names in table.items():
         full = importlib.util.resolve_name(relative, package)

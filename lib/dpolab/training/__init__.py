@@ -18,7 +18,7 @@ from dpolab._exports import absent_getattr, export, public
 
 # module -> public names; a reference module (dpolab._exports.REFERENCE_MODULES) may be absent
 _NAMES = {
-    ".displacement": ["response_logps", "token_logp_change", "token_logps"],
+    ".displacement": ["response_logps", "response_token_logps", "token_logp_change"],
     ".early_stopping": ["train_with_early_stopping"],  # reference
     ".heldout": ["split_held_out"],
     ".noise": ["flip_pairs"],

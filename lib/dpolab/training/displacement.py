@@ -18,7 +18,9 @@ from .generation import logits_of
 
 
 @torch.no_grad()
-def token_logps(model: Any, tokenizer: Any, prompt: str, response: str) -> tuple[list[str], list[float]]:
+def response_token_logps(
+    model: Any, tokenizer: Any, prompt: str, response: str
+) -> tuple[list[str], list[float]]:
     """``(tokens, logps)``: each response token (EOS included, shown as ``<eos>``) and its log-prob given what precedes it."""
     prompt_ids = tokenizer.encode(prompt)
     response_ids = tokenizer.encode(response, add_eos=True)
@@ -40,8 +42,8 @@ def token_logp_change(
     policy: Any, reference: Any, tokenizer: Any, prompt: str, response: str
 ) -> tuple[list[str], list[float]]:
     """``(tokens, change)``: log π_θ − log π_ref of each response token (nats)."""
-    tokens, after = token_logps(policy, tokenizer, prompt, response)
-    _, before = token_logps(reference, tokenizer, prompt, response)
+    tokens, after = response_token_logps(policy, tokenizer, prompt, response)
+    _, before = response_token_logps(reference, tokenizer, prompt, response)
     return tokens, [a - b for a, b in zip(after, before, strict=True)]
 
 
@@ -49,4 +51,6 @@ def response_logps(
     model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str]
 ) -> list[float]:
     """The summed log-probability of each response (EOS included) given its prompt."""
-    return [sum(token_logps(model, tokenizer, p, r)[1]) for p, r in zip(prompts, responses, strict=True)]
+    return [
+        sum(response_token_logps(model, tokenizer, p, r)[1]) for p, r in zip(prompts, responses, strict=True)
+    ]
