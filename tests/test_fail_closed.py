@@ -175,20 +175,23 @@ def test_an_unusable_student_id_is_ungradable(graded_without_sandbox):
 
 
 def test_unsandboxed_kernelspec_puts_the_student_package_first(tmp_path, monkeypatch):
-    """--sandbox none: the kernelspec's env has the student package's folder first on PYTHONPATH,
-    the grader's own PYTHONPATH after it; that Python, and another one (--kernel-python), find it."""
+    """--sandbox none: the zygote (whose forks are the kernels) has the student package's folder
+    first on PYTHONPATH, the grader's own PYTHONPATH after it; that Python, and another one
+    (--kernel-python), find it there."""
     from dpolab_grade import sandbox
     from dpolab_grade.student_package import build_package
+    from dpolab_grade.student_sandbox import StudentSandbox
 
     folder = build_package(tmp_path / "cache")
     monkeypatch.setenv("PYTHONPATH", "/grader/extra")
-    sandbox.write_kernelspec(
-        tmp_path / "jupyter", python=sys.executable, limits=sandbox.Limits(), sandbox=False,
-        work=tmp_path, notebook_dir=tmp_path, runtime=tmp_path, forbidden=[], student_package=folder,
+    student = StudentSandbox(
+        tmp_path / "unit", python=sys.executable, limits=sandbox.Limits(), use_bwrap=False, transport="ipc",
+        forbidden=[], student_package=folder,
     )  # fmt: skip
-    spec = json.loads((tmp_path / "jupyter" / "kernels" / "python3" / "kernel.json").read_text())
-    assert spec["env"]["PYTHONPATH"] == f"{folder.parent}{os.pathsep}/grader/extra"
-    assert "bwrap" not in spec["argv"]
+    assert student.env["PYTHONPATH"] == f"{folder.parent}{os.pathsep}/grader/extra"
+    assert "bwrap" not in student.prefix
+    spec = json.loads((student.jupyter / "kernels" / "python3" / "kernel.json").read_text())
+    assert spec["argv"][-3:] == ["launch", student.socket, "{connection_file}"]
     monkeypatch.delenv("PYTHONPATH")
     expected = os.path.realpath(folder / "__init__.py")
     assert sandbox.student_import(sys.executable, folder) == expected

@@ -1,16 +1,16 @@
 """The student's kernel: resource limits and file isolation.
 
-nbgrader starts the kernel named in the notebook (``python3``); each scratch course carries its
-own ``python3`` kernelspec (found first through ``JUPYTER_PATH``) whose command is
+Every process of a student's sandbox (the zygote and the kernels forked from it,
+:mod:`dpolab_grade.student_sandbox`) runs under the command :func:`kernel_prefix` builds:
 
-    prlimit --as=MEMORY --fsize=FILE --core=0 -- [bwrap ...] KERNEL_PYTHON -m ipykernel_launcher -f CONN
+    prlimit --as=MEMORY --fsize=FILE --core=0 -- [bwrap ...] KERNEL_PYTHON zygote.py serve SOCKET
 
 - ``prlimit``: the address-space limit makes a memory bomb raise ``MemoryError`` (or kill only
   the kernel); the file-size limit caps what the kernel can write.
 - ``bwrap`` (bubblewrap, unprivileged user namespaces): a private mount namespace holding only
   the system folders read-only, the kernel's Python (``sys.prefix``, ``sys.base_prefix`` and its
-  ``sys.path``) read-only, the connection file, and one empty writable work folder mounted over
-  the notebook's folder. The solutions, the gradebook, the other students' submissions, the
+  ``sys.path``) read-only, the runtime folder (connection files) read-only, and one empty
+  writable work folder at ``/home/student``, the kernels' cwd and home. The solutions, the gradebook, the other students' submissions, the
   instructor's home and the output folder are simply not there. The kernel runs as uid 65534
   with no capabilities, in its own PID/IPC/UTS namespaces; the environment is cleared.
 - No network: the kernel talks to nbgrader over ZeroMQ ``ipc`` sockets (Unix sockets in one
@@ -283,31 +283,6 @@ def write_spec(
     folder = jupyter_dir / "kernels" / "python3"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
-
-
-def write_kernelspec(
-    jupyter_dir: Path,
-    *,
-    python: str,
-    limits: Limits,
-    sandbox: bool,
-    work: Path,
-    notebook_dir: Path,
-    runtime: Path,
-    forbidden: list[Path],
-    student_package: Path | None = None,
-    ipc_dir: Path | None = None,
-) -> list[str]:
-    """Write a kernelspec that starts each kernel afresh in the sandbox; return its command (for the log).
-
-    ``ipc_dir``: the kernel's sockets are there (no network in the sandbox); None: TCP."""
-    prefix, env = kernel_prefix(
-        python=python, limits=limits, sandbox=sandbox, work=work, notebook_dir=notebook_dir, runtime=runtime,
-        forbidden=forbidden, student_package=student_package, ipc_dir=ipc_dir,
-    )  # fmt: skip
-    argv = prefix + [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    write_spec(jupyter_dir, argv, env, interrupt_by_message=sandbox)
-    return argv
 
 
 def default_python() -> str:
