@@ -72,10 +72,6 @@ class GraderCourse:
     def max_score(self) -> float:
         return sum(g.points for g in self.grade_cells())
 
-    @property
-    def manual_points(self) -> float:
-        return sum(g.points for g in self.grade_cells() if g.manual)
-
 
 def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCourse:
     """Generate (or reuse) the release and gradebook of ``solutions`` (the source notebooks)."""

@@ -38,7 +38,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -283,7 +282,3 @@ def write_spec(
     folder = jupyter_dir / "kernels" / "python3"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
-
-
-def default_python() -> str:
-    return sys.executable
