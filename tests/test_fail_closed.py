@@ -247,3 +247,48 @@ def test_plain_nbgrader_sandbox_none_imports_the_student_package(tmp_path):
     assert "first on the kernel's PYTHONPATH" in log
     graded = (c["root"] / "autograded" / "cheater" / ASSIGNMENT / f"{NB}.ipynb").read_text()
     assert "DPOLoss is an exercise of notebook 01_dpo_loss" in graded
+
+
+# --------------------------------------------------------------------------- fixtures, pinned
+def _graded_cell_with_records(records: list[dict]):
+    from dpolab_grade.judge import MIME
+
+    cell = nbformat.v4.new_code_cell("check()")
+    cell.metadata["nbgrader"] = {"grade": True, "grade_id": "test_x", "points": 1, "solution": False}
+    cell.outputs = [nbformat.v4.new_output("display_data", data={MIME: r}) for r in records]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [cell]
+    return nb
+
+
+def test_the_judge_uses_fixtures_only_with_the_digest_it_was_given_or_first_saw(tmp_path):
+    """With ``--sandbox none`` the kernel is the grading user and can write the fixtures file: a file
+    changed after the grader took its digest (dpolab-grade: when the course is built; plain nbgrader:
+    before its first kernel) is not used, and every hidden test fails its cell (fail closed)."""
+    import hashlib
+
+    from traitlets.config import Config
+
+    from dpolab_grade.preprocessors import JudgeRecords, read_fixtures
+
+    record = {"test": "test_x", "records": [{"key": "k", "kind": "equal", "value": 1, "spec": {"msg": ""}}]}
+    path = tmp_path / "fixtures.json"
+    path.write_text(json.dumps({"nb": {"test_x": [record]}}))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def judge(sha256: str):
+        c = Config()
+        c.JudgeRecords.fixtures, c.JudgeRecords.fixtures_sha256 = str(path), sha256
+        nb, _ = JudgeRecords(config=c).preprocess(
+            _graded_cell_with_records([record]), {"nbgrader": {"notebook": "nb", "assignment": "a"}}
+        )
+        return [o for o in nb.cells[0].outputs if o.output_type == "error"]
+
+    assert judge(sha) == [] and judge("") == []  # as given; as first seen (now pinned)
+    assert read_fixtures(path) == {"nb": {"test_x": [record]}}
+    path.write_text(json.dumps({"nb": {"test_x": [dict(record, records=[])]}}))  # a kernel's rewrite
+    for given in (sha, ""):
+        (error,) = judge(given)
+        assert "changed while grading" in "".join(error.traceback) and str(path) in "".join(error.traceback)
+    with pytest.raises(RuntimeError, match="changed while grading"):
+        read_fixtures(path)

@@ -59,6 +59,7 @@ import nbformat
 import pytest
 
 from notebook_tools import ASSIGNMENT, NOTEBOOKS, nbgrader, solved_release, strip_markers
+from venv_tools import venv_env
 
 NB1, NB2, NB3, NB4, NB5 = (n.removesuffix(".ipynb") for n in NOTEBOOKS)
 BIN = Path(sys.executable).parent
@@ -291,10 +292,14 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def flows(course, tmp_path_factory):
+def flows(course, grader_venv, tmp_path_factory):
     """A term on nbgrader's exchange: release, fetch, answer, submit (one student twice, one after
     the deadline), collect; the class graded by plain nbgrader (in the course) and by dpolab-grade
-    (into ``course/grading``) at the same time; feedback released and fetched; grades exported."""
+    (into ``course/grading``) at the same time; feedback released and fetched; grades exported.
+
+    ``dpolab-grade`` is the grader as an instructor installs it (conftest.py's ``grader_venv``: a
+    fresh venv, the lab then ``pip install ./grader``), its kernels that venv's Python; nbgrader
+    is this test run's."""
     tmp = tmp_path_factory.mktemp("flows")
     exchange = tmp / "exchange"
     exchange.mkdir()
@@ -307,12 +312,19 @@ def flows(course, tmp_path_factory):
     env["XDG_CACHE_HOME"] = str(tmp / "cache")  # both flows make and share the fixtures here
     env.pop("NBGRADER_DB_URL", None)
     nbgrader_cmd = [str(BIN / "nbgrader")]
+    grader = grader_venv["python"].parent  # the fresh venv's bin: dpolab-grade and its Python
+    grader_env = dict(
+        venv_env(grader_venv["python"]), DPOLAB_DEVICE="cpu", XDG_CACHE_HOME=env["XDG_CACHE_HOME"]
+    )
+    grader_env.pop("NBGRADER_DB_URL", None)
     timings: dict[str, float] = {}
 
     def instructor(*args: str, cwd: Path = term) -> subprocess.CompletedProcess:
         start = time.perf_counter()
-        proc = run([*nbgrader_cmd, *args] if args[0] != "dpolab-grade" else [str(BIN / args[0]), *args[1:]],
-                   cwd, env)  # fmt: skip
+        if args[0] == "dpolab-grade":
+            proc = run([str(grader / args[0]), *args[1:]], cwd, grader_env)
+        else:
+            proc = run([*nbgrader_cmd, *args], cwd, env)
         timings[" ".join(args[:2])] = timings.get(" ".join(args[:2]), 0) + time.perf_counter() - start
         return proc
 
@@ -402,6 +414,7 @@ def flows(course, tmp_path_factory):
         "export": {r["student_id"]: r for r in read_csv(tmp / "nbgrader-export.csv")},
         "canvas": list(csv.reader(open(out / "canvas.csv", newline=""))),
         "autograde_log": autograde.stdout + autograde.stderr,
+        "grader_python": grader_venv["python"],
     }
 
 
@@ -493,6 +506,21 @@ def test_the_late_student_loses_what_the_policy_says_and_grades_csv_says_how_lat
     assert f"{expected:g} points off" in row["reason"]
     on_time = {s: r for s, r in flows["grades"].items() if s not in (LATE, ENROLLED_NOT_SUBMITTED)}
     assert all(r["seconds_late"] == "0" and r["late_penalty"] == "0" for r in on_time.values()), on_time
+
+
+def test_dpolab_grade_is_the_installed_grader_and_its_kernels_run_that_python(flows):
+    """The grader's own install (a fresh venv: the lab, then ``pip install ./grader``) grades the
+    class: its ``dpolab-grade`` ran, and started every kernel with that venv's Python."""
+    python = flows["grader_python"]
+    for student in flows["students"]:  # each student's sandbox starts once, in the first notebook's log
+        logs = "".join(p.read_text() for p in (flows["out"] / "logs" / student).glob("*.log"))
+        assert "kernel: " in logs and f"{python} " in logs, student
+    dpolab = subprocess.run(
+        [str(python), "-c", "import dpolab, dpolab_grade; print(dpolab.__file__, dpolab_grade.__file__)"],
+        capture_output=True, text=True, env=venv_env(python), check=True,
+    ).stdout.split()  # fmt: skip
+    # installed into that venv, not this checkout's
+    assert all(f.startswith(str(python.parent.parent)) for f in dpolab), dpolab
 
 
 def test_plain_autograde_warns_of_no_checksum_when_no_test_cell_was_edited(flows):

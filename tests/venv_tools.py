@@ -6,6 +6,8 @@ is the throwaway environment's python: what the notebook imports comes from ther
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -46,7 +48,18 @@ def venv_env(python: Path) -> dict[str, str]:
 
 
 def pip_install(python: Path, *args: str) -> None:
-    cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args]
+    # --no-compile: no .pyc for every installed file (torch alone is 15 s of CPU); Python writes
+    # those of the modules a kernel imports, when it first imports them
+    cmd = [
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=venv_env(python))
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -73,6 +86,28 @@ def copy_checkout(dest: Path, *extra: str) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest / name)
     return dest
+
+
+@contextlib.contextmanager
+def once_per_run(tmp_path_factory, name: str):
+    """A folder for ``name`` shared by every pytest worker of this run, and whether it is new.
+
+    Yields ``(folder, build)``: ``build`` is True for the one worker that must fill the folder (the
+    others wait on a lock until it has, then get ``build=False``). Without xdist, the run's own
+    temporary folder. (pytest-xdist's recipe for session fixtures built once.)"""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the workers' folders share this one
+    folder, done = base / name, base / f"{name}.done"
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            yield folder, False
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        yield folder, True
+        done.touch()  # only once the builder's block has returned without an error
 
 
 def kernel_manager(tmp: Path, python: Path, env: dict[str, str]):

@@ -8,6 +8,8 @@ are restored from it. The build is cached under ``OUT/.grader/<hash of solutions
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -51,6 +53,11 @@ class GraderCourse:
     @property
     def fixtures(self) -> Path:
         return self.root / "fixtures.json"
+
+    @functools.cached_property
+    def fixtures_sha256(self) -> str:
+        """The fixtures' digest, taken once (before any kernel of the run): what the judge checks."""
+        return hashlib.sha256(self.fixtures.read_bytes()).hexdigest()
 
     @property
     def release(self) -> Path:

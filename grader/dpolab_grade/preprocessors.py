@@ -17,6 +17,7 @@ records, and the grader judges them against the fixtures once the kernel has ret
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -166,6 +167,11 @@ class RecordingExecute(Execute):
         previous = os.environ.get(ENV)
         os.environ[ENV] = "1"
         self._kernel_sandbox = None
+        if self.sandbox != "given":  # plain nbgrader: the fixtures read (pinned) before any kernel runs
+            try:
+                read_fixtures(fixtures_path(self.config, resources))
+            except Exception:  # pragma: no cover - JudgeRecords says why and fails the cells
+                pass
         if self.sandbox != "given":  # one sandbox per student, kept across the student's notebooks
             from .nbgrader_sandbox import Sandboxes
 
@@ -195,6 +201,41 @@ class RecordingExecute(Execute):
         return self.km
 
 
+# Each fixtures file's sha256 when this process first read it. nbgrader grades a whole class in one
+# process: a kernel that rewrote the file (only possible with sandbox="none", where the kernel is the
+# grading user) cannot change what the rest of the run is judged against.
+_PINNED: dict[str, str] = {}
+
+
+def read_fixtures(path: str | Path, sha256: str = "") -> dict:
+    """The fixtures in ``path``, used only if their digest is ``sha256`` (``dpolab-grade`` takes it
+    when its course is built, before any kernel runs) or, not given, the digest this process saw
+    the first time it read the file; raises otherwise."""
+    data = Path(path).read_bytes()
+    seen = hashlib.sha256(data).hexdigest()
+    want = sha256 or _PINNED.setdefault(str(Path(path).resolve()), seen)
+    if seen != want:
+        raise RuntimeError(
+            f"{path} changed while grading (sha256 {seen[:12]}, expected {want[:12]}): not used"
+        )
+    return json.loads(data)
+
+
+def fixtures_path(config, resources) -> Path:
+    """The fixtures file of this assignment: ``JudgeRecords.fixtures``, or made (once, cached) from
+    the course's source notebooks (nbgrader's ``CourseDirectory``: ``source/<assignment>/``)."""
+    judge = JudgeRecords(config=config)
+    if judge.fixtures:
+        return Path(judge.fixtures)
+    from nbgrader.coursedir import CourseDirectory
+
+    from .fixtures import cached_fixtures
+
+    coursedir = CourseDirectory(config=config)
+    source = Path(coursedir.format_path(coursedir.source_directory, ".", resources["nbgrader"]["assignment"]))
+    return cached_fixtures(source, Path(judge.cache_dir) if judge.cache_dir else None, log=judge.log)
+
+
 class JudgeRecords(Preprocessor):
     """Score the hidden tests outside the kernel (autograde, right after execution).
 
@@ -213,7 +254,9 @@ class JudgeRecords(Preprocessor):
     source notebooks (nbgrader's ``CourseDirectory``: ``source/<assignment>/``) and cached under
     ``cache_dir`` by a hash of those files, so a change to the solutions remakes them.
     ``verdicts``: a JSON-lines file where each judged cell's failed promises are appended (for
-    ``dpolab-grade``'s class report); empty: not written.
+    ``dpolab-grade``'s class report); empty: not written. The file is used only if its digest is
+    ``fixtures_sha256`` or, when that is empty, what this process first read (:func:`read_fixtures`;
+    plain nbgrader reads it before its first kernel starts, in ``RecordingExecute``).
     """
 
     enabled = Bool(True)
@@ -223,24 +266,16 @@ class JudgeRecords(Preprocessor):
     cache_dir = Unicode(
         "", help="where fixtures made from the source are kept (default: ~/.cache/dpolab)"
     ).tag(config=True)
+    fixtures_sha256 = Unicode(
+        "", help="the fixtures file's sha256; empty: as first read by this process"
+    ).tag(config=True)
     verdicts = Unicode("", help="append each judged grade cell's failures to this JSON-lines file").tag(
         config=True
     )
 
     def _load(self, resources) -> dict:
         """``{notebook: {grade_id: records}}``; raises with a reason when none can be had."""
-        path = self.fixtures
-        if not path:
-            from nbgrader.coursedir import CourseDirectory
-
-            from .fixtures import cached_fixtures
-
-            coursedir = CourseDirectory(config=self.config)
-            assignment = resources["nbgrader"]["assignment"]
-            source = Path(coursedir.format_path(coursedir.source_directory, ".", assignment))
-            path = cached_fixtures(source, Path(self.cache_dir) if self.cache_dir else None, log=self.log)
-        with open(path) as f:
-            return json.load(f)
+        return read_fixtures(fixtures_path(self.config, resources), self.fixtures_sha256)
 
     def preprocess(self, nb, resources):
         self._notebook = resources["nbgrader"]["notebook"]

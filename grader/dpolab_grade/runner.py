@@ -108,6 +108,7 @@ def run_unit(
         "unit": str(folder),
         "gradebook": str(course.gradebook),
         "fixtures": str(course.fixtures),
+        "fixtures_sha256": course.fixtures_sha256,
         "assignment": opts.assignment,
         "student_id": unit.student_id,
         "notebooks": sorted(unit.files),
@@ -272,6 +273,9 @@ def run(opts: Options) -> list[dict]:
 def _run(opts: Options, use_bwrap: bool, isolation_line: str) -> list[dict]:
     out = opts.out
     course = prepare_course(opts.solutions, opts.assignment, out / ".grader")
+    log.info(
+        "fixtures: %s (sha256 %s, checked before each use)", course.fixtures, course.fixtures_sha256[:12]
+    )
     classroom = read_course(opts.course_dir, opts.assignment, opts.due)
     roster = roster_of(opts)
     student_package, package_line = kernel_package(opts, use_bwrap)

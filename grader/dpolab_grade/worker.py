@@ -81,6 +81,7 @@ def config(spec: dict, limits: Limits, course: Path, verdicts: Path):
     c.RecordingExecute.sandbox = "given"  # the worker's kernelspec (Student) is the sandbox
     c.LimitOutputSize.max_chars = limits.output_chars
     c.JudgeRecords.fixtures = spec["fixtures"]
+    c.JudgeRecords.fixtures_sha256 = spec.get("fixtures_sha256", "")
     c.JudgeRecords.verdicts = str(verdicts)
     if spec.get("ipc_dir") and spec.get("transport") == "ipc":  # the kernel's sockets there, not TCP ports
         c.KernelManager.transport = "ipc"
