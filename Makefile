@@ -26,13 +26,14 @@ student-lab:
 
 # Two pytest workers, each taking whole test files (a file's fixtures are built once): most
 # tests run one kernel at a time, so two keep a 2-core machine busy. PYTEST_WORKERS=0: one process.
+# The files go out in the order of tests/conftest.py (the slowest first), not by their number of tests.
 PYTEST_WORKERS ?= 2
 
 test:
 	VENV=$(VENV) scripts/setup.sh test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 lint format:
 	$(BIN)/ruff check --fix .

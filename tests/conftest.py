@@ -41,12 +41,13 @@ def grader_venv(tmp_path_factory) -> dict:
         if build:
             checkout = copy_checkout(folder / "checkout", "grader")
             shutil.rmtree(checkout / "grader" / "dpolab_grade.egg-info", ignore_errors=True)
-            python = make_venv(folder / "venv", [TORCH], [str(checkout)])
+            # compiled: its kernels import torch in the sandbox, where they cannot write .pyc files
+            python = make_venv(folder / "venv", [TORCH], [str(checkout)], compile=True)
             lab_only = subprocess.run(
                 [str(python), "-c", LAB_ONLY_CHECK], capture_output=True, text=True, env=venv_env(python)
             )
             before = sorted(p.name for p in python.parent.glob("dpolab*"))
-            pip_install(python, str(checkout / "grader"))
+            pip_install(python, str(checkout / "grader"), compile=True)
             (folder / "before.json").write_text(
                 json.dumps({"lab_only": [lab_only.returncode, lab_only.stdout, lab_only.stderr],
                             "scripts_before": before})
@@ -57,3 +58,33 @@ def grader_venv(tmp_path_factory) -> dict:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# The slowest test files first (about the seconds each took on a 2-core machine, one pytest worker
+# each), then the rest in pytest's order, and last the one that waits for a venv another builds:
+# `make test` runs two pytest-xdist workers, each taking whole files, with --no-loadscope-reorder.
+# Started last, one of the slow ones would leave the other worker idle at the end.
+SLOWEST_FIRST = [
+    "tests/test_grading_flows.py",  # 400 (it builds conftest's grader_venv first)
+    "tests/test_browser.py",  # 220
+    "tests/test_grade_cli.py",  # 130
+    "tests/test_binder.py",  # 125
+    "tests/test_grade_shards.py",  # 100
+    "tests/test_colab.py",  # 100
+    "solutions/lab_3_1_5_dpo/05_what_dpo_optimises.ipynb",  # 75 (nbval)
+    "tests/test_graded_course.py",  # 90
+    "tests/test_nbgrader_sandbox.py",  # 75
+    "tests/test_notebooks.py",  # 60
+    "solutions/lab_3_1_5_dpo/04_train_with_dpo.ipynb",  # 55 (nbval)
+    "tests/test_grade_writes_only_out.py",  # 40
+    "tests/test_fail_closed.py",  # 30
+    "tests/test_train_cli.py",  # 30
+]
+LAST = ["tests/test_grader_install.py"]  # grader_venv: built by test_grading_flows.py meanwhile
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
+    rank.update({path: len(SLOWEST_FIRST) + 1 for path in LAST})
+    # a stable sort: within a file, and among the files not named, pytest's order stays
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(SLOWEST_FIRST)))

@@ -8,10 +8,38 @@ cached under :func:`digest`; each is made by :func:`run_module` in a subprocess 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+# jsonschema's format checkers import rfc3987_syntax where it is installed (jupyter_events asks for
+# it), which compiles 38 Lark grammars: about 1 s of CPU in every process that imports nbformat, for
+# IRI formats that no notebook schema uses. The grader's own processes (the CLI, its workers and
+# the modules it runs) do without them.
+SKIP_IRI_FORMATS = "import sys; sys.modules.setdefault('rfc3987_syntax', None)"
+
+
+def skip_iri_formats() -> None:
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+
+def dpolab_folder() -> Path:
+    """The folder of the ``dpolab`` this interpreter imports, found without importing it (that
+    would import torch: a second of CPU in processes that only read its files)."""
+    spec = importlib.util.find_spec("dpolab")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("dpolab is not installed beside the grader")
+    return Path(spec.origin).resolve().parent
+
+
+def reference_modules() -> dict[str, str]:
+    """``dpolab._exports.REFERENCE_MODULES``, read from its file (standard library only)."""
+    spec = importlib.util.spec_from_file_location("_dpolab_exports", dpolab_folder() / "_exports.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.REFERENCE_MODULES)
 
 
 def nbgrader_env() -> dict[str, str]:
@@ -26,10 +54,8 @@ def digest(solutions: Path) -> str:
     source (the hidden tests call its helpers: a new dpolab makes new fixtures)."""
     import nbgrader
 
-    import dpolab
-
     h = hashlib.sha256(f"nbgrader {nbgrader.__version__}".encode())
-    package = Path(dpolab.__file__).parent
+    package = dpolab_folder()
     files = [(solutions, p) for p in sorted(Path(solutions).rglob("*")) if p.is_file()]
     files += [(package, p) for p in sorted(package.rglob("*")) if p.suffix in (".py", ".json")]
     for root, path in files:
@@ -38,7 +64,7 @@ def digest(solutions: Path) -> str:
 
 
 def run_module(cwd: Path, failure: str, module: str, *args: str) -> None:
-    """``python -m module args`` in ``cwd`` with this environment and a throwaway ``HOME`` (what
+    """``python -m module args`` (without IRI formats) in ``cwd`` with this environment and a throwaway ``HOME`` (what
     jupyter and IPython write there, and no instructor config read from it); raises with its
     output if it fails."""
     import tempfile
@@ -48,7 +74,9 @@ def run_module(cwd: Path, failure: str, module: str, *args: str) -> None:
         env["HOME"] = home
         env.setdefault("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
         proc = subprocess.run(
-            [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True
-        )
+            [sys.executable, "-c", f"{SKIP_IRI_FORMATS}; import runpy; runpy.run_module({module!r}, "
+             "run_name='__main__', alter_sys=True)", *args],
+            cwd=cwd, env=env, capture_output=True, text=True,
+        )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"{failure}:\n{proc.stdout}\n{proc.stderr[-3000:]}")

@@ -10,13 +10,17 @@ import os
 import sys
 from pathlib import Path
 
-from .classroom import parse_time
-from .isolation import IsolationError
-from .lms import FORMATS, RosterError, read_roster, write_export
-from .reports import rebuild
-from .runner import Options, count_statuses, run
-from .sandbox import Limits
-from .shards import merge_main, parse_shard
+from .build import skip_iri_formats
+
+skip_iri_formats()  # before nbformat is imported (by nbgrader, below)
+
+from .classroom import parse_time  # noqa: E402
+from .isolation import IsolationError  # noqa: E402
+from .lms import FORMATS, RosterError, read_roster, write_export  # noqa: E402
+from .reports import rebuild  # noqa: E402
+from .runner import Options, count_statuses, run  # noqa: E402
+from .sandbox import Limits  # noqa: E402
+from .shards import merge_main, parse_shard  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 ``nbgrader generate_assignment`` records every grade cell of the source notebooks (hidden
 tests included) and its checksum in a gradebook. Each notebook of each student is then graded
 in a scratch course that starts from a copy of that gradebook: edited or deleted grade cells
-are restored from it. The build is cached under ``OUT/.grader/<hash of solutions>``.
+are restored from it. The build is cached under ``OUT/.grader/<hash of solutions>``, copied from
+the grader's own cache (``~/.cache/dpolab/courses``) where another run built it.
 """
 
 from __future__ import annotations
@@ -81,7 +82,14 @@ class GraderCourse:
 
 
 def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCourse:
-    """Generate (or reuse) the release and gradebook of ``solutions`` (the source notebooks)."""
+    """Generate (or reuse) the release and gradebook of ``solutions`` (the source notebooks) in
+    ``cache`` (``OUT/.grader``). A course once built is kept in the grader's own cache too
+    (``~/.cache/dpolab/courses``, by the same digest): a new OUT copies it rather than running
+    ``nbgrader generate_assignment`` again."""
+    import fcntl
+
+    from .fixtures import default_cache
+
     solutions = Path(solutions).resolve()
     if not any(solutions.glob("*.ipynb")):
         raise FileNotFoundError(f"no source notebooks in {solutions}")
@@ -90,6 +98,24 @@ def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCours
     course = GraderCourse(root, assignment, version)
     if (root / "grade_cells.json").exists():
         return course
+    courses = default_cache().parent / "courses"
+    courses.mkdir(parents=True, exist_ok=True)
+    built = courses / f"{assignment}-{version[:16]}"
+    with open(courses / f"{built.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another grader building the same course: wait for it
+        if not (built / "grade_cells.json").exists():
+            build_course(solutions, assignment, built)
+    tmp = root.with_name(root.name + ".tmp")  # copied, then moved into place (no half-copied course)
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(built, tmp)
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return course
+
+
+def build_course(solutions: Path, assignment: str, root: Path) -> None:
+    """``nbgrader generate_assignment`` of ``solutions`` in a scratch course; ``root`` then holds
+    its gradebook and release, the fixtures and ``grade_cells.json`` (never the solutions)."""
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(solutions, tmp / "source" / assignment)
@@ -126,4 +152,3 @@ def prepare_course(solutions: Path, assignment: str, cache: Path) -> GraderCours
     (tmp / "nbgrader_config.py").unlink()
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
-    return course

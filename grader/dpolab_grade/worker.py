@@ -35,11 +35,10 @@ import time
 import traceback
 from pathlib import Path
 
+from .build import skip_iri_formats
+
 if __name__ == "__main__":
-    # jsonschema's format checkers import rfc3987_syntax where it is installed (jupyter_events asks
-    # for it), which compiles 38 Lark grammars: 2 s of CPU in each process that imports nbformat,
-    # for IRI formats that no notebook schema uses. The worker does without them.
-    sys.modules.setdefault("rfc3987_syntax", None)
+    skip_iri_formats()  # before nbformat is imported
 
 from .sandbox import Limits  # noqa: E402
 from .student_sandbox import StudentSandbox  # noqa: E402
