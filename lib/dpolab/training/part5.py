@@ -34,18 +34,19 @@ import copy
 import random
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..data.batching import PreferenceData
 from .displacement import response_logps
 from .early_stopping import train_with_early_stopping
 from .heldout import split_held_out
 from .kl import kl_to_reference
 from .noise import flip_pairs
 from .on_policy import on_policy_pairs
-from .preference import PreferenceSteps
+from .preference import PreferenceSteps, reference_scores
 from .recipe import LAB_RECIPE, Recipe, run_sft
 
 #: Each method's loss settings (``nll_weight`` is DPO+NLL's α; ORPO's β is its λ).
@@ -96,6 +97,21 @@ class Setup:
     validation: list[str]
     test: list[str]
     device: torch.device
+    _scored: list[tuple[Any, int, tuple[torch.Tensor, torch.Tensor]]] = field(
+        default_factory=list, repr=False
+    )
+
+    def reference_logps(self, pairs: Sequence[Any], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The SFT model's log-probs of ``pairs``, scored once per list of pairs: the cells of a
+        sweep train on the same pairs against the same reference (the same tensors as scoring
+        them again)."""
+        for scored, size, logps in self._scored:
+            if scored is pairs and size == batch_size:  # the list itself, kept here: no reused id
+                return logps
+        data = PreferenceData(pairs, self.tokenizer, self.device)
+        logps = reference_scores(self.sft_model, data, batch_size)
+        self._scored.append((pairs, batch_size, logps))
+        return logps
 
 
 def make_setup(
@@ -154,10 +170,11 @@ def run_cell(
     (``model``: the checkpoint, with ``keep_model``).
     """
     policy = copy.deepcopy(setup.sft_model)
+    pairs = setup.train_pairs if pairs is None else pairs
     run = PreferenceSteps(
         policy,
         setup.sft_model,
-        setup.train_pairs if pairs is None else pairs,
+        pairs,
         setup.tokenizer,
         **METHODS[method],
         beta=beta,
@@ -167,6 +184,7 @@ def run_cell(
         seed=seed,
         device=setup.device,
         label_smoothing=label_smoothing,
+        reference_logps=setup.reference_logps(pairs, setup.recipe.batch_size),
     )
     kls: list[float] = []
 
@@ -207,6 +225,7 @@ def train_steps(
     run = PreferenceSteps(
         policy, setup.sft_model, setup.train_pairs, setup.tokenizer, **METHODS[method], beta=beta, steps=steps,
         batch_size=setup.recipe.batch_size, lr=lr, seed=seed, device=setup.device,
+        reference_logps=setup.reference_logps(setup.train_pairs, setup.recipe.batch_size),
     )  # fmt: skip
     for _ in range(steps):
         run()

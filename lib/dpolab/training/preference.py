@@ -212,6 +212,14 @@ def preference_loss(
     raise ValueError(f"loss must be one of {tuple(DEFAULT_BETA)}, got {loss!r}")
 
 
+def reference_scores(
+    ref_model: Any, data: PreferenceData, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's ``(chosen, rejected)`` log-probs of every pair of ``data``, as
+    :class:`PreferenceSteps` scores them (batches of at least 256 pairs)."""
+    return precompute_reference_logps(ref_model, data.batches(max(batch_size, 256)))
+
+
 class PreferenceSteps:
     """A preference-training run, one optimiser step per call: ``steps()`` returns that step's metrics.
 
@@ -220,6 +228,8 @@ class PreferenceSteps:
     loop, so that another loop (early stopping, on-policy rounds) can decide when to stop,
     evaluate or change the pairs. Arguments as in :func:`train_preference`;
     ``label_smoothing`` is cDPO's ε (``loss="dpo"`` only). ``policy`` is trained in place.
+    ``reference_logps``: the reference model's ``(chosen, rejected)`` log-probs of ``pairs`` when
+    they are scored already (:func:`reference_scores`); ``reference`` is still the model.
     """
 
     def __init__(
@@ -240,6 +250,7 @@ class PreferenceSteps:
         device: torch.device | str | None = None,
         simpo_gamma: float = 1.0,
         label_smoothing: float = 0.0,
+        reference_logps: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         if loss not in DEFAULT_BETA:
             raise ValueError(f"loss must be one of {tuple(DEFAULT_BETA)}, got {loss!r}")
@@ -261,11 +272,19 @@ class PreferenceSteps:
         self.ref_model = ref_model = reference if isinstance(reference, torch.nn.Module) else None
 
         # --- the reference, scored once ----------------------------------------------
-        if ref_model is not None:
+        if (
+            ref_model is not None and reference_logps is not None
+        ):  # scored already (a sweep's cells share them)
             ref_model.to(device)
-            self.ref_chosen, self.ref_rejected = precompute_reference_logps(
-                ref_model, data.batches(max(batch_size, 256))
-            )
+            self.ref_chosen, self.ref_rejected = (torch.as_tensor(t, device=device) for t in reference_logps)
+            if self.ref_chosen.shape != (len(data),) or self.ref_rejected.shape != (len(data),):
+                raise ValueError(
+                    f"reference_logps must have shape ({len(data)},) (one per pair), "
+                    f"got {tuple(self.ref_chosen.shape)} and {tuple(self.ref_rejected.shape)}"
+                )
+        elif ref_model is not None:
+            ref_model.to(device)
+            self.ref_chosen, self.ref_rejected = reference_scores(ref_model, data, batch_size)
         elif reference is not None:
             self.ref_chosen, self.ref_rejected = (
                 torch.as_tensor(t, device=device).detach() for t in reference
