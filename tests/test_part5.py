@@ -15,6 +15,7 @@ import torch
 
 import dpolab
 from dpolab import flip_pairs, split_held_out
+from dpolab.training import part5
 from dpolab.training.part5_results import load_part5_results
 
 
@@ -58,6 +59,40 @@ def test_preference_steps_is_train_preference_one_step_at_a_time():
     assert all(
         torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
     )
+
+
+def test_reference_logps_scored_once_give_the_same_run():
+    """``PreferenceSteps(reference_logps=...)``, as ``Setup.reference_logps`` scores them once for a
+    sweep's cells: the same reference tensors and the same training, bit for bit, as scoring
+    them in each run; a wrong shape is refused, naming the argument."""
+    import copy
+
+    recipe = dataclasses.replace(dpolab.LAB_RECIPE.quick(), sft_steps=20)
+    task, tok = recipe.task(0), dpolab.CharTokenizer()
+    sft, _ = dpolab.run_sft(task, tok, recipe, progress=False)
+    pairs = task.preference_pairs("train", n=64)
+    setup = part5.Setup(recipe, task, tok, sft, pairs, [], [], torch.device("cpu"))
+    scored = setup.reference_logps(pairs, 8)
+    assert setup.reference_logps(pairs, 8) is scored  # the same list of pairs: not scored again
+    assert setup.reference_logps(list(pairs), 8) is not scored  # another list: scored for it
+    runs = []
+    for given in (None, scored):
+        run = dpolab.PreferenceSteps(
+            copy.deepcopy(sft),
+            sft,
+            pairs,
+            tok,
+            loss="kto",
+            steps=3,
+            batch_size=8,
+            lr=1e-3,
+            reference_logps=given,
+        )
+        runs.append((run.ref_chosen, run.ref_rejected, [run()["loss"] for _ in range(3)]))
+    (c0, r0, losses0), (c1, r1, losses1) = runs
+    assert torch.equal(c0, c1) and torch.equal(r0, r1) and losses0 == losses1
+    with pytest.raises(ValueError, match="reference_logps must have shape \\(64,\\)"):
+        dpolab.PreferenceSteps(copy.deepcopy(sft), sft, pairs, tok, reference_logps=(c0[:3], r0[:3]))
 
 
 def test_token_logp_change_is_zero_against_itself():
