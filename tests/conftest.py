@@ -30,6 +30,11 @@ LAB_ONLY_CHECK = (
 
 @pytest.fixture(scope="session")
 def grader_venv(tmp_path_factory) -> dict:
+    """:func:`build_grader_venv`, as a fixture."""
+    return build_grader_venv(tmp_path_factory)
+
+
+def build_grader_venv(tmp_path_factory) -> dict:
     """A fresh venv (torch first, the CPU build of this run) with the lab alone installed from a copy
     of the repository, then the grader from that copy's own folder (``pip install ./grader``).
     Built once per test run (tests/test_grader_install.py and tests/test_grading_flows.py use it):
@@ -65,7 +70,7 @@ def _seed():
 # `make test` runs two pytest-xdist workers, each taking whole files, with --no-loadscope-reorder.
 # Started last, one of the slow ones would leave the other worker idle at the end.
 SLOWEST_FIRST = [
-    "tests/test_grading_flows.py",  # 400 (it builds conftest's grader_venv first)
+    "tests/test_grading_flows.py",  # 400 (it builds conftest's grader_venv while the term goes on)
     "tests/test_browser.py",  # 220
     "tests/test_grade_cli.py",  # 130
     "tests/test_binder.py",  # 125

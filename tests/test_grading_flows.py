@@ -292,14 +292,18 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def flows(course, grader_venv, tmp_path_factory):
+def flows(course, tmp_path_factory):
     """A term on nbgrader's exchange: release, fetch, answer, submit (one student twice, one after
     the deadline), collect; the class graded by plain nbgrader (in the course) and by dpolab-grade
     (into ``course/grading``) at the same time; feedback released and fetched; grades exported.
 
     ``dpolab-grade`` is the grader as an instructor installs it (conftest.py's ``grader_venv``: a
-    fresh venv, the lab then ``pip install ./grader``), its kernels that venv's Python; nbgrader
-    is this test run's."""
+    fresh venv, the lab then ``pip install ./grader``, built while the term goes on), its kernels
+    that venv's Python; nbgrader is this test run's. The students act two at a time."""
+    from conftest import build_grader_venv
+
+    building = ThreadPoolExecutor(1)
+    venv_ready = building.submit(build_grader_venv, tmp_path_factory)
     tmp = tmp_path_factory.mktemp("flows")
     exchange = tmp / "exchange"
     exchange.mkdir()
@@ -312,17 +316,15 @@ def flows(course, grader_venv, tmp_path_factory):
     env["XDG_CACHE_HOME"] = str(tmp / "cache")  # both flows make and share the fixtures here
     env.pop("NBGRADER_DB_URL", None)
     nbgrader_cmd = [str(BIN / "nbgrader")]
-    grader = grader_venv["python"].parent  # the fresh venv's bin: dpolab-grade and its Python
-    grader_env = dict(
-        venv_env(grader_venv["python"]), DPOLAB_DEVICE="cpu", XDG_CACHE_HOME=env["XDG_CACHE_HOME"]
-    )
-    grader_env.pop("NBGRADER_DB_URL", None)
     timings: dict[str, float] = {}
 
     def instructor(*args: str, cwd: Path = term) -> subprocess.CompletedProcess:
         start = time.perf_counter()
         if args[0] == "dpolab-grade":
-            proc = run([str(grader / args[0]), *args[1:]], cwd, grader_env)
+            python = venv_ready.result()["python"]  # the fresh venv's: dpolab-grade and its Python
+            grader_env = dict(venv_env(python), DPOLAB_DEVICE="cpu", XDG_CACHE_HOME=env["XDG_CACHE_HOME"])
+            grader_env.pop("NBGRADER_DB_URL", None)
+            proc = run([str(python.parent / args[0]), *args[1:]], cwd, grader_env)
         else:
             proc = run([*nbgrader_cmd, *args], cwd, env)
         timings[" ".join(args[:2])] = timings.get(" ".join(args[:2]), 0) + time.perf_counter() - start
@@ -354,12 +356,15 @@ def flows(course, grader_venv, tmp_path_factory):
                 strict=True,
             )
         )
-    for sid, notebooks in students.items():
+
+    def submit(sid: str) -> None:
         if sid == TWICE:  # first the release as fetched, then the answers
             student(sid, "submit", ASSIGNMENT)
-        if sid != LATE:
-            answer(homes[sid] / ASSIGNMENT, notebooks)
-            student(sid, "submit", ASSIGNMENT)
+        answer(homes[sid] / ASSIGNMENT, students[sid])
+        student(sid, "submit", ASSIGNMENT)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(submit, [sid for sid in students if sid != LATE]))
     time.sleep(1.1)
     due = datetime.now(timezone.utc)
     time.sleep(1.1)
@@ -394,6 +399,7 @@ def flows(course, grader_venv, tmp_path_factory):
         list(pool.map(lambda s: student(s, "fetch_feedback", ASSIGNMENT), students))
     instructor("export", "--to", str(tmp / "nbgrader-export.csv"))
     instructor("dpolab-grade", "export", "grading", "--format", "canvas")
+    building.shutdown()
     (tmp / "timings.json").write_text(json.dumps(timings, indent=1))  # for the record: pytest keeps tmp
     print("\nthe term's instructor commands (seconds, summed over calls):")
     for command, seconds in timings.items():
@@ -414,7 +420,7 @@ def flows(course, grader_venv, tmp_path_factory):
         "export": {r["student_id"]: r for r in read_csv(tmp / "nbgrader-export.csv")},
         "canvas": list(csv.reader(open(out / "canvas.csv", newline=""))),
         "autograde_log": autograde.stdout + autograde.stderr,
-        "grader_python": grader_venv["python"],
+        "grader_python": venv_ready.result()["python"],
     }
 
 
