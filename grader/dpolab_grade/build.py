@@ -64,9 +64,9 @@ def digest(solutions: Path) -> str:
 
 
 def run_module(cwd: Path, failure: str, module: str, *args: str) -> None:
-    """``python -m module args`` (without IRI formats) in ``cwd`` with this environment and a throwaway ``HOME`` (what
-    jupyter and IPython write there, and no instructor config read from it); raises with its
-    output if it fails."""
+    """``python -m module args`` (without IRI formats) in ``cwd`` with this environment and a
+    throwaway ``HOME`` (what jupyter and IPython write there, and no instructor config read from
+    it); raises with its output if it fails."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="dpolab-home-") as home:

@@ -167,13 +167,12 @@ class RecordingExecute(Execute):
         previous = os.environ.get(ENV)
         os.environ[ENV] = "1"
         self._kernel_sandbox = None
-        if self.sandbox != "given":  # plain nbgrader: the fixtures read (pinned) before any kernel runs
-            try:
+        if self.sandbox != "given":  # plain nbgrader
+            try:  # the fixtures read, and their digest pinned, before any kernel of this process runs
                 read_fixtures(fixtures_path(self.config, resources))
-            except Exception:  # pragma: no cover - JudgeRecords says why and fails the cells
+            except Exception:  # JudgeRecords says why, and fails the cells
                 pass
-        if self.sandbox != "given":  # one sandbox per student, kept across the student's notebooks
-            from .nbgrader_sandbox import Sandboxes
+            from .nbgrader_sandbox import Sandboxes  # one sandbox per student, kept across their notebooks
 
             if self._sandboxes is None:
                 self._sandboxes = Sandboxes()
