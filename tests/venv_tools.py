@@ -132,9 +132,12 @@ def run_notebook(nb, new_km, cwd: Path, timeout: int = 300):
     km = new_km()
     start = time.perf_counter()
     try:
+        # cleanup_kc: stop the client's channels too (nbclient keeps them when it was given the
+        # manager). Left running, a heartbeat thread holds a socket of a zmq context whose
+        # garbage collection, later in the test process, waits for it forever (Context.term).
         NotebookClient(
             nb, km=km, timeout=timeout, allow_errors=True, resources={"metadata": {"path": str(cwd)}}
-        ).execute()
+        ).execute(cleanup_kc=True)
     finally:
         if km.has_kernel:  # nbclient leaves a kernel it did not create running
             km.shutdown_kernel(now=True)
