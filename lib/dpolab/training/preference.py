@@ -220,6 +220,16 @@ def reference_scores(
     return precompute_reference_logps(ref_model, data.batches(max(batch_size, 256)))
 
 
+def _per_pair(logps: Any, n: int, device: torch.device, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Given ``(chosen, rejected)`` log-probs as tensors on ``device``, each of shape (n,)."""
+    chosen, rejected = (torch.as_tensor(t, device=device).detach() for t in logps)
+    if chosen.shape != (n,) or rejected.shape != (n,):
+        raise ValueError(
+            f"{name} must have shape ({n},) (one per pair), got {tuple(chosen.shape)} and {tuple(rejected.shape)}"
+        )
+    return chosen, rejected
+
+
 class PreferenceSteps:
     """A preference-training run, one optimiser step per call: ``steps()`` returns that step's metrics.
 
@@ -276,24 +286,16 @@ class PreferenceSteps:
             ref_model is not None and reference_logps is not None
         ):  # scored already (a sweep's cells share them)
             ref_model.to(device)
-            self.ref_chosen, self.ref_rejected = (torch.as_tensor(t, device=device) for t in reference_logps)
-            if self.ref_chosen.shape != (len(data),) or self.ref_rejected.shape != (len(data),):
-                raise ValueError(
-                    f"reference_logps must have shape ({len(data)},) (one per pair), "
-                    f"got {tuple(self.ref_chosen.shape)} and {tuple(self.ref_rejected.shape)}"
-                )
+            self.ref_chosen, self.ref_rejected = _per_pair(
+                reference_logps, len(data), device, "reference_logps"
+            )
         elif ref_model is not None:
             ref_model.to(device)
             self.ref_chosen, self.ref_rejected = reference_scores(ref_model, data, batch_size)
         elif reference is not None:
-            self.ref_chosen, self.ref_rejected = (
-                torch.as_tensor(t, device=device).detach() for t in reference
+            self.ref_chosen, self.ref_rejected = _per_pair(
+                reference, len(data), device, "reference log-probs"
             )
-            if self.ref_chosen.shape != (len(data),) or self.ref_rejected.shape != (len(data),):
-                raise ValueError(
-                    f"reference log-probs must have shape ({len(data)},) (one per pair), "
-                    f"got {tuple(self.ref_chosen.shape)} and {tuple(self.ref_rejected.shape)}"
-                )
         elif loss in REFERENCE_FREE:
             self.ref_chosen = self.ref_rejected = torch.zeros(len(data), device=device)
         else:
