@@ -297,12 +297,16 @@ def before_after(args) -> None:
                 for nb in notebooks:
                     nbformat.write(solved_release(f"{nb}.ipynb", RELEASE), d / f"{nb}.ipynb")
         env = dict(os.environ, DPOLAB_DEVICE="cpu")
-        runs = {
-            # the baseline's grader lived in dpolab.autograde (lib/), run from its own checkout
-            f"before ({args.baseline})": ([sys.executable, "-m", "dpolab.autograde.cli"],
-                                         dict(env, PYTHONPATH=str(old / "lib"))),
-            "after (this checkout)": ([sys.executable, "-m", "dpolab_grade.cli"], env),
-        }  # fmt: skip
+        if (old / "grader").is_dir():  # the grader's own package (grader/), run from its checkout
+            before = (
+                [sys.executable, "-m", "dpolab_grade.cli"],
+                dict(env, PYTHONPATH=os.pathsep.join([str(old / "lib"), str(old / "grader")])),
+            )
+        else:  # before that, the grader lived in dpolab.autograde (lib/)
+            before = ([sys.executable, "-m", "dpolab.autograde.cli"], dict(env, PYTHONPATH=str(old / "lib")))
+        runs = {f"before ({args.baseline})": before, "after (this checkout)": (
+            [sys.executable, "-m", "dpolab_grade.cli"],
+            dict(env, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), str(ROOT / "grader")])))}  # fmt: skip
         figures = {}
         for i, (label, (cmd, run_env)) in enumerate(runs.items()):
             out = tmp / f"out{i}"

@@ -1,9 +1,9 @@
 """The plan of a run: what to (re)grade, in parallel, each notebook under a wall-clock limit.
 
 A *unit* is one student's notebooks. Units run as separate worker processes
-(``python -m dpolab_grade.worker``), at most ``jobs`` at a time; each grades its notebooks one
-after another, each in its own scratch course under a temporary folder, removed afterwards (each
-notebook's log is kept in ``OUT/logs/``). A notebook that passes ``notebook_timeout`` seconds is
+(:mod:`dpolab_grade.worker`, each a fork of one process that imported it), at most ``jobs`` at a
+time; each grades its notebooks one after another, each in its own scratch course under a
+temporary folder, removed afterwards (each notebook's log is kept in ``OUT/logs/``). A notebook that passes ``notebook_timeout`` seconds is
 killed with its kernel and reported, and the worker goes on with the next; a worker still running
 past the sum of its notebooks' limits is killed. The main thread alone writes results, the
 gradebook and the reports.
@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -130,22 +130,15 @@ def run_unit(
     env["TMPDIR"] = str(folder / "runtime")
     # each notebook has its wall-clock limit in the worker; this is the backstop for the worker itself
     backstop = opts.limits.notebook_timeout * len(unit.files) + 120
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dpolab_grade.worker", str(folder / "spec.json")],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.DEVNULL,  # the worker writes each notebook's log itself
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: killed with its kernel
-    )
-    try:
-        proc.wait(timeout=backstop)
-    except subprocess.TimeoutExpired:
+    proc = _workers().Process(target=_worker_main, args=(str(folder / "spec.json"), str(folder), env))
+    proc.start()
+    proc.join(timeout=backstop)
+    if proc.exitcode is None:
         proc.kill()
-        proc.wait()
+        proc.join()
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # a kernel left behind, if any
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
     try:
         done = json.loads((folder / "result.json").read_text())
@@ -177,6 +170,34 @@ def run_unit(
         results[nb] = result
     shutil.rmtree(folder, ignore_errors=True)  # the unit's scratch folder (not a folder of OUT's)
     return results
+
+
+def _workers():
+    """Where the workers come from: multiprocessing's fork server, which has imported
+    :mod:`dpolab_grade.worker` (nbgrader, nbconvert: about 0.9 s of CPU) once for the whole run;
+    each student's worker is a fork of it, a process of its own (its own session, memory, limits)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["dpolab_grade.runner", "dpolab_grade.worker"])
+    return context
+
+
+def _worker_main(spec: str, cwd: str, env: dict[str, str]) -> None:
+    """In the forked worker: what ``python -m dpolab_grade.worker SPEC`` run in ``cwd`` with ``env``
+    would do, in a new session, with nothing on its standard streams (it writes each notebook's log
+    itself)."""
+    os.setsid()  # its own process group: killed with its kernel
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    tempfile.tempdir = None  # TMPDIR read again: nbclient's connection files go where the sandbox sees
+
+    from . import worker
+
+    worker.main([spec])
 
 
 def _finish(sub: Submission, key: str, notebooks: dict, notes: list[str], course: GraderCourse) -> dict:

@@ -1,6 +1,10 @@
-"""One student's notebooks, graded one after another in one process (run as a subprocess).
+"""One student's notebooks, graded one after another in one process.
 
     python -m dpolab_grade.worker UNIT/spec.json   ->   UNIT/result.json
+
+``dpolab-grade`` runs it as a fork of a process that has imported this module (the runner's
+fork server, :func:`dpolab_grade.runner.run_unit`), in a new session with this ``HOME`` and
+``TMPDIR``: the same as the command above, without paying nbgrader's imports per student.
 
 The student's kernels run in one sandbox (:mod:`dpolab_grade.sandbox`: limits, bubblewrap, no
 network, the student package), started once: a *zygote* (:mod:`dpolab_grade.zygote`) imports
@@ -24,6 +28,7 @@ bound into the sandbox, which then has no network) or ``tcp`` on loopback (netwo
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -37,9 +42,25 @@ from pathlib import Path
 
 from .build import skip_iri_formats
 
-if __name__ == "__main__":
-    skip_iri_formats()  # before nbformat is imported
+# Imported here, once: the runner forks each student's worker from a process that imported this
+# module (runner.py), so these imports (about 0.9 s of CPU) are not paid again per student.
+skip_iri_formats()  # before nbformat is imported: a worker validates no IRI (1 s of CPU per process)
+# what grading a notebook imports on the way (nbclient's kernelspec, the database's dialect, the
+# feedback's Markdown and syntax highlighting): imported once too
+PRELOAD = [
+    "IPython", "IPython.lib.lexers", "ipykernel.kernelspec", "ipython_pygments_lexers", "codeop", "difflib",
+    "pygments.lexers.python", "pygments.lexers.html", "pygments.styles.default", "sqlalchemy.dialects.sqlite",
+    "mistune.plugins.def_list", "mistune.plugins.task_lists", "mistune.plugins.url", "jinja2.ext",
+]  # fmt: skip
+for _name in PRELOAD:
+    importlib.import_module(_name)
+from nbgrader.api import Gradebook  # noqa: E402
+from nbgrader.apps import NbGraderAPI  # noqa: E402
+from nbgrader.converters import Autograde, GenerateFeedback  # noqa: E402, F401  (NbGraderAPI's apps)
+from traitlets.config import Config  # noqa: E402
 
+from .pipeline import autograde_preprocessors, feedback_preprocessors  # noqa: E402
+from .preprocessors import LimitOutputSize, sanitize_preprocessors  # noqa: E402
 from .sandbox import Limits  # noqa: E402
 from .student_sandbox import StudentSandbox  # noqa: E402
 from .watchdog import Watchdog, become_subreaper, kill_tree  # noqa: E402
@@ -64,11 +85,6 @@ def explain(log: str, limits: Limits) -> str:
 
 
 def config(spec: dict, limits: Limits, course: Path, verdicts: Path):
-    from traitlets.config import Config
-
-    from .pipeline import autograde_preprocessors, feedback_preprocessors
-    from .preprocessors import LimitOutputSize, sanitize_preprocessors
-
     c = Config()
     c.CourseDirectory.root = str(course)
     c.CourseDirectory.source_directory = "source"
@@ -134,9 +150,6 @@ class WallClock:
 
 
 def grade_notebook(spec: dict, nb: str, student: StudentSandbox, limits: Limits, cpu: dict) -> dict:
-    from nbgrader.api import Gradebook
-    from nbgrader.apps import NbGraderAPI
-
     a, sid = spec["assignment"], spec["student_id"]
     scratch = Path(spec["unit"]) / "notebooks" / nb
     course = scratch / "course"
