@@ -24,12 +24,12 @@ student-lab:
 	JUPYTER_CONFIG_PATH="$(STUDENT_CONFIG)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
 	  $(BIN)/jupyter lab notebooks/lab_3_1_5_dpo/01_dpo_loss.ipynb $(ROOT_FLAG) $(LAB_ARGS)
 
-# Two pytest workers, each taking whole test files (a file's fixtures are built once): most
-# tests run one kernel at a time, so two keep a 2-core machine busy. PYTEST_WORKERS=0: one process.
-# (Three were faster, but then JupyterLab in the browser test once ran past its 300 s for notebook
-# 05.) The files go out in the order of tests/conftest.py (the slowest first), not by their number
-# of tests.
-PYTEST_WORKERS ?= 2
+# Three pytest workers, each taking whole test files (a file's fixtures are built once), on a
+# 2-core machine: many tests wait (on a hostile cell's timeout, pip, a browser page, a server),
+# and a third worker fills that time (two left the cores idle a third of the run).
+# PYTEST_WORKERS=0: one process. The files go out in the order of tests/conftest.py (the slowest
+# first), not by their number of tests.
+PYTEST_WORKERS ?= 3
 
 test:
 	VENV=$(VENV) scripts/setup.sh test

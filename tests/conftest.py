@@ -67,13 +67,12 @@ def _seed():
 
 # The slowest test files first (about the seconds each took on a 2-core machine, one pytest worker
 # each), then the rest in pytest's order, and last the one that waits for a venv another builds:
-# `make test` runs two pytest-xdist workers, each taking whole files, with --no-loadscope-reorder.
+# `make test` runs three pytest-xdist workers, each taking whole files, with --no-loadscope-reorder.
 # Started last, one of the slow ones would leave the other worker idle at the end.
 SLOWEST_FIRST = [
     "tests/test_grading_flows.py",  # 400 (it builds conftest's grader_venv while the term goes on)
-    "tests/test_browser.py",  # 220
+    "tests/test_browser.py",  # 300 (it builds the Binder environment first)
     "tests/test_grade_cli.py",  # 130
-    "tests/test_binder.py",  # 125
     "tests/test_grade_shards.py",  # 100
     "tests/test_colab.py",  # 100
     "solutions/lab_3_1_5_dpo/05_what_dpo_optimises.ipynb",  # 75 (nbval)

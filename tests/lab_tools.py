@@ -17,8 +17,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -43,6 +44,13 @@ def screenshot_folder(tmp_path_factory, name: str) -> Path:
     return folder
 
 
+class Lab(NamedTuple):
+    url: str
+    token: str
+    log: Path
+    pid: int  # the server's process (its kernels are its children)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,8 +58,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def jupyterlab(root: Path, tmp: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, str, Path]]:
-    """JupyterLab serving ``root`` on 127.0.0.1 with a token; yields ``(url, token, log)``."""
+def jupyterlab(
+    root: Path,
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    python: Path | None = None,
+    launcher: Sequence[str] = (),
+) -> Iterator[Lab]:
+    """JupyterLab serving ``root`` on 127.0.0.1 with a token; yields a :class:`Lab`.
+
+    ``python``: the interpreter whose JupyterLab (and default kernel) runs, another venv's (then
+    its bin comes first on PATH, and this run's PYTHONPATH stays out); default this one.
+    ``launcher``: a command the server is started through (``binder/start``: it ends in exec)."""
     settings = tmp / "settings" / "@jupyterlab"
     # every cell in the page (no virtual scrolling), no news or update prompts
     (settings / "notebook-extension").mkdir(parents=True, exist_ok=True)
@@ -61,9 +79,12 @@ def jupyterlab(root: Path, tmp: Path, env: dict[str, str] | None = None) -> Iter
         '{"fetchNews": "false", "checkForUpdates": false}'
     )
     token, port = secrets.token_hex(16), free_port()
+    other = python is not None
+    python = Path(python or sys.executable)
+    base = {k: v for k, v in os.environ.items() if not (other and k in ("PYTHONPATH", "PYTHONHOME"))}
     full_env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **base,
+        "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "DPOLAB_DEVICE": "cpu",
         "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
@@ -72,7 +93,7 @@ def jupyterlab(root: Path, tmp: Path, env: dict[str, str] | None = None) -> Iter
     }
     full_env.pop("DPOLAB_INSTALL_SOURCE", None)
     cmd = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        *launcher, str(python), "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
     ]  # fmt: skip
     if os.geteuid() == 0:
@@ -91,7 +112,7 @@ def jupyterlab(root: Path, tmp: Path, env: dict[str, str] | None = None) -> Iter
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"JupyterLab did not start:\n{log.read_text()}") from None
                 time.sleep(0.5)
-        yield url, token, log
+        yield Lab(url, token, log, server.pid)
     finally:
         server.terminate()
         try:

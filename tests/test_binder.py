@@ -1,36 +1,28 @@
-"""Binder: binder/, environment.yml and pyproject.toml agree; the Binder environment runs every notebook.
+"""Binder: binder/, environment.yml and pyproject.toml agree (the Binder session itself: test_browser.py).
 
 Binder itself cannot be reached from here. So the dependency lists are compared (same names,
-same version ranges, as ``packaging`` specifier sets), and the pip equivalent of
-binder/environment.yml is built in a fresh venv: torch (a CPU build, as conda-forge's
-``pytorch-cpu``), the other conda packages by the same ranges, then binder/postBuild itself.
-Every notebook then runs there: each solution notebook without an error (its peak RSS is
-printed: Binder gives 2 GB, the target is under 1.5 GB; benchmarks/bench_notebooks.py prints
-it too) and each student notebook with only the stubs failing, with NotImplementedError.
+same version ranges, as ``packaging`` specifier sets). The pip equivalent of
+binder/environment.yml (``venv_tools.binder_environment``: torch, a CPU build as conda-forge's
+``pytorch-cpu``, the other conda packages by the same ranges, then binder/postBuild itself) is
+what tests/test_browser.py opens JupyterLab in, through binder/start, as a Binder session does:
+every notebook runs there, in the browser.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 
-import nbformat
 import pytest
 import tomllib
-import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from notebook_tools import ROOT
-from venv_tools import TORCH, child_env, copy_checkout, kernel_manager, make_venv, run_notebook, venv_env
+from venv_tools import conda_environment
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-CONDA_TO_PIP = {"pytorch-cpu": "torch", "pytorch": "torch"}  # conda-forge names that differ
-SOLUTION_NOTEBOOKS = sorted((ROOT / "solutions").glob("*/*.ipynb"))
-STUDENT_NOTEBOOKS = sorted((ROOT / "notebooks").glob("*/*.ipynb"))
 
 
 def pyproject_requirements(*extras: str) -> dict[str, SpecifierSet]:
@@ -49,30 +41,6 @@ def pyproject_requirements(*extras: str) -> dict[str, SpecifierSet]:
         assert name not in out or out[name] == req.specifier, f"{name} is named twice with different ranges"
         out[name] = req.specifier
     return out
-
-
-def conda_environment(path) -> tuple[str, dict[str, SpecifierSet], list[str]]:
-    """(python version, {pip name: specifier set}, pip section) of a conda environment file."""
-    env = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert env["channels"] == ["conda-forge"], f"{path.name}: conda-forge only"
-    python, deps, pip_section = None, {}, []
-    for dep in env["dependencies"]:
-        if isinstance(dep, dict):
-            pip_section.extend(dep["pip"])
-            continue
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+?)\s*([<>=!~].*)?", dep.strip())
-        assert match, f"{path.name}: cannot read {dep!r}"
-        name, spec = match.group(1), (match.group(2) or "").replace(" ", "")
-        if name == "python":
-            python = spec.lstrip("=")
-            continue
-        if name == "pip":
-            continue
-        assert not re.match(r"=[^=]", spec), (
-            f"{path.name}: write {dep!r} with == (conda's = is a prefix match)"
-        )
-        deps[canonicalize_name(CONDA_TO_PIP.get(name, name))] = SpecifierSet(spec)
-    return python, deps, pip_section
 
 
 def _compare(where: str, got: dict[str, SpecifierSet], expected: dict[str, SpecifierSet]) -> None:
@@ -108,35 +76,6 @@ def test_postbuild_installs_dpolab_without_touching_torch():
     assert os.access(post_build, os.X_OK), "repo2docker runs binder/postBuild only when it is executable"
     installs = [line for line in post_build.read_text().splitlines() if "pip install" in line]
     assert installs == ["python -m pip install --no-deps -e ."], installs
-
-
-def test_binder_pip_environment_runs_every_notebook(tmp_path, capsys):
-    """The pip equivalent of binder/: the same packages by the same ranges, then postBuild."""
-    _, deps, _ = conda_environment(ROOT / "binder" / "environment.yml")
-    others = [f"{name}{spec}" for name, spec in sorted(deps.items()) if name != "torch"]
-    assert Version(TORCH.split("==")[1]) in deps["torch"], f"{TORCH} is outside binder's torch range"
-    python = make_venv(tmp_path / "venv", [TORCH], [TORCH, *others])
-    checkout = copy_checkout(tmp_path / "checkout", "binder")
-    subprocess.run(
-        ["bash", "binder/postBuild"], cwd=checkout, env=venv_env(python), check=True, capture_output=True
-    )
-
-    kernel = kernel_manager(tmp_path, python, child_env(python))
-    report = []
-    for path in SOLUTION_NOTEBOOKS:
-        nb = nbformat.read(path, as_version=4)
-        errors, peak_mb, seconds = run_notebook(nb, kernel, tmp_path)
-        assert not errors, f"solution {path.name} fails in the Binder environment: {errors}"
-        report.append(f"{path.parent.name}/{path.name:<28} peak RSS {peak_mb:7.0f} MB  {seconds:5.1f} s")
-    for path in STUDENT_NOTEBOOKS:
-        nb = nbformat.read(path, as_version=4)
-        errors, _, _ = run_notebook(nb, kernel, tmp_path)
-        assert errors, f"student {path.name}: the untouched notebook should stop at its stubs"
-        wrong = [e for e in errors if e[2] != "NotImplementedError"]
-        assert not wrong, f"student {path.name}: failures other than a stub's NotImplementedError: {wrong}"
-    with capsys.disabled():
-        print("\nBinder environment, solution notebooks (DPOLAB_QUICK=1; Binder gives 2 GB):")
-        print("\n".join(report))
 
 
 @pytest.mark.parametrize("bad", ["numpy=1.24", "numpy>=1.25"])

@@ -834,7 +834,7 @@ def test_formgrader_shows_submissions_scores_and_feedback(flows, flow, shots, tm
         root = flows["out"]  # dpolab-grade wrote nbgrader_config.py, autograded/ and feedback/ there
     # formgrader shows each submission's score before late penalties
     expected = {s: float(r["raw_score"]) for s, r in flows["grades"].items() if r["status"] != "missing"}
-    with jupyterlab(root, tmp_path) as (url, token, _), chromium() as browser:
+    with jupyterlab(root, tmp_path) as (url, token, _, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         # formgrader inside JupyterLab: the Nbgrader menu opens it in a panel
         page.goto(f"{url}/lab?reset&token={token}")

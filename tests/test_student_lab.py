@@ -226,6 +226,10 @@ def test_plain_jupyter_lab_keeps_the_instructors_tools(tmp_path):
         disabled = set(lab.page_config()["disabledExtensions"])
         assert not (INSTRUCTOR_PLUGINS | STUDENT_PLUGINS) & disabled, disabled
         assert lab.status("/formgrader") == 200
+    # formgrader read the repository's nbgrader_config.py: nothing in it that nbgrader 0.9 does not know
+    text = (tmp_path / "jupyter.log").read_text(errors="replace")
+    assert "db_assignments" not in text, "nbgrader_config.py sets an option nbgrader 0.9 does not know"
+    assert "Config option" not in text and "not recognized" not in text, text[-3000:]
 
 
 def test_binder_start_puts_the_student_config_first(tmp_path):

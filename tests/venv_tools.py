@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,12 @@ from pathlib import Path
 
 import nbformat
 import torch
+import yaml
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from notebook_tools import ROOT
 
@@ -34,6 +38,9 @@ PEAK_RSS_PROBE = (
     "with open('/proc/self/status') as _f:\n"
     "    print('PEAK_RSS_KB', _re.search(r'VmHWM:\\s+(\\d+)', _f.read()).group(1))"
 )
+
+
+CONDA_TO_PIP = {"pytorch-cpu": "torch", "pytorch": "torch"}  # conda-forge names that differ
 
 
 def venv_env(python: Path) -> dict[str, str]:
@@ -65,6 +72,45 @@ def make_venv(path: Path, *requirement_groups: list[str], compile: bool = False)
     for group in requirement_groups:
         pip_install(python, *group, compile=compile)
     return python
+
+
+def conda_environment(path) -> tuple[str, dict[str, SpecifierSet], list[str]]:
+    """(python version, {pip name: specifier set}, pip section) of a conda environment file."""
+    env = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert env["channels"] == ["conda-forge"], f"{path.name}: conda-forge only"
+    python, deps, pip_section = None, {}, []
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip_section.extend(dep["pip"])
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+?)\s*([<>=!~].*)?", dep.strip())
+        assert match, f"{path.name}: cannot read {dep!r}"
+        name, spec = match.group(1), (match.group(2) or "").replace(" ", "")
+        if name == "python":
+            python = spec.lstrip("=")
+            continue
+        if name == "pip":
+            continue
+        assert not re.match(r"=[^=]", spec), (
+            f"{path.name}: write {dep!r} with == (conda's = is a prefix match)"
+        )
+        deps[canonicalize_name(CONDA_TO_PIP.get(name, name))] = SpecifierSet(spec)
+    return python, deps, pip_section
+
+
+def binder_environment(folder: Path) -> tuple[Path, Path]:
+    """The pip equivalent of binder/: a venv with binder/environment.yml's packages by the same
+    ranges (torch first: this run's CPU build, as conda-forge's ``pytorch-cpu``), a copy of the
+    repository, and binder/postBuild run in it. Returns ``(the venv's python, the copy)``."""
+    _, deps, _ = conda_environment(ROOT / "binder" / "environment.yml")
+    others = [f"{name}{spec}" for name, spec in sorted(deps.items()) if name != "torch"]
+    assert TORCH.split("==")[1] in deps["torch"], f"{TORCH} is outside binder's torch range"
+    python = make_venv(folder / "venv", [TORCH], [TORCH, *others])
+    checkout = copy_checkout(folder / "checkout", "binder", "solutions", "notebooks", "nbgrader_config.py")
+    subprocess.run(
+        ["bash", "binder/postBuild"], cwd=checkout, env=venv_env(python), check=True, capture_output=True
+    )
+    return python, checkout
 
 
 def copy_checkout(dest: Path, *extra: str) -> Path:
