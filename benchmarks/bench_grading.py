@@ -304,9 +304,11 @@ def before_after(args) -> None:
             )
         else:  # before that, the grader lived in dpolab.autograde (lib/)
             before = ([sys.executable, "-m", "dpolab.autograde.cli"], dict(env, PYTHONPATH=str(old / "lib")))
-        runs = {f"before ({args.baseline})": before, "after (this checkout)": (
+        after = (
             [sys.executable, "-m", "dpolab_grade.cli"],
-            dict(env, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), str(ROOT / "grader")])))}  # fmt: skip
+            dict(env, PYTHONPATH=os.pathsep.join([str(ROOT / "lib"), str(ROOT / "grader")])),
+        )  # this checkout's lib/ and grader/, whatever is installed
+        runs = {f"before ({args.baseline})": before, "after (this checkout)": after}
         figures = {}
         for i, (label, (cmd, run_env)) in enumerate(runs.items()):
             out = tmp / f"out{i}"

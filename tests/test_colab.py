@@ -165,7 +165,7 @@ def test_colab_simulation(colab_venv, tmp_path):
     first = STUDENT_NOTEBOOKS[0]
     nb = nbformat.read(first, as_version=4)
     kernel = kernel_manager(tmp_path, python, child_env(python, DPOLAB_INSTALL_SOURCE=str(source)))
-    errors, _, _ = run_notebook(nb, kernel, tmp_path)
+    errors = run_notebook(nb, kernel, tmp_path)
     install = next(c for c in nb.cells if c.get("id") == release.INSTALL_CELL_ID)
     said = stream_text(install)
     version = PROJECT["revision"].removeprefix("v")
@@ -186,7 +186,7 @@ def test_colab_simulation(colab_venv, tmp_path):
     kernel = kernel_manager(tmp_path, python, child_env(python))
     for path in STUDENT_NOTEBOOKS:
         nb = solved_release(path.name, path.parent)
-        errors, _, _ = run_notebook(nb, kernel, tmp_path)
+        errors = run_notebook(nb, kernel, tmp_path)
         assert not errors, (
             f"{path.name} solved fails in the Colab venv (visible tests without nbgrader): {errors}"
         )

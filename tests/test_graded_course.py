@@ -262,9 +262,7 @@ def stub_errors(errors, nb) -> list[str]:
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_release_notebook_with_stubs_fails_only_at_stubs(name, built, student_python, tmp_path):
     nb = nbformat.read(built["out"] / "notebooks" / ASSIGNMENT / name, as_version=4)
-    errors, _, _ = run_notebook(
-        nb, kernel_manager(tmp_path, student_python, child_env(student_python)), tmp_path
-    )
+    errors = run_notebook(nb, kernel_manager(tmp_path, student_python, child_env(student_python)), tmp_path)
     assert errors, "the stubs raise NotImplementedError: some cell must fail"
     assert any(ename == "NotImplementedError" for _, _, ename, _ in errors)
     bad = stub_errors(errors, nb)
@@ -274,9 +272,7 @@ def test_release_notebook_with_stubs_fails_only_at_stubs(name, built, student_py
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_release_notebook_with_answers_passes(name, built, student_python, tmp_path):
     nb = solved_release(name, built["out"] / "notebooks" / ASSIGNMENT)
-    errors, _, _ = run_notebook(
-        nb, kernel_manager(tmp_path, student_python, child_env(student_python)), tmp_path
-    )
+    errors = run_notebook(nb, kernel_manager(tmp_path, student_python, child_env(student_python)), tmp_path)
     failing = [
         f"cell {i} ({nb.cells[i].source.splitlines()[0][:60]!r}): {ename}: {evalue[:200]}"
         for i, _, ename, evalue in errors

@@ -14,10 +14,8 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import nbformat
 import torch
 import yaml
 from jupyter_client.kernelspec import KernelSpecManager
@@ -31,15 +29,6 @@ from notebook_tools import ROOT
 # The torch this test run uses: a CPU build that pip finds locally. An unpinned torch would
 # pull a multi-GB CUDA build.
 TORCH = f"torch=={torch.__version__}"
-# The kernel's own peak RSS in kB: VmHWM of its memory map. (Not ru_maxrss: Linux carries that
-# over exec from the process that started the kernel, whose size would be counted too.)
-PEAK_RSS_PROBE = (
-    "import re as _re\n"
-    "with open('/proc/self/status') as _f:\n"
-    "    print('PEAK_RSS_KB', _re.search(r'VmHWM:\\s+(\\d+)', _f.read()).group(1))"
-)
-
-
 CONDA_TO_PIP = {"pytorch-cpu": "torch", "pytorch": "torch"}  # conda-forge names that differ
 
 
@@ -166,17 +155,10 @@ def kernel_manager(tmp: Path, python: Path, env: dict[str, str]):
     )
 
 
-def run_notebook(nb, new_km, cwd: Path, timeout: int = 300):
-    """Execute ``nb`` (all cells, errors allowed) in a fresh kernel from ``new_km()``.
-
-    Returns (errors, peak RSS in MB, seconds); ``errors`` lists ``(cell index, cell id, ename,
-    evalue)``. The peak RSS is the kernel process's own (``ru_maxrss``), read by one probe cell
-    appended at the end and removed again.
-    """
-    n_cells = len(nb.cells)
-    nb.cells.append(nbformat.v4.new_code_cell(PEAK_RSS_PROBE))
+def run_notebook(nb, new_km, cwd: Path, timeout: int = 300) -> list[tuple[int, str, str, str]]:
+    """Execute ``nb`` (all cells, errors allowed) in a fresh kernel from ``new_km()``; its errors,
+    ``(cell index, cell id, ename, evalue)`` each."""
     km = new_km()
-    start = time.perf_counter()
     try:
         # cleanup_kc: stop the client's channels too (nbclient keeps them when it was given the
         # manager). Left running, a heartbeat thread holds a socket of a zmq context whose
@@ -187,12 +169,7 @@ def run_notebook(nb, new_km, cwd: Path, timeout: int = 300):
     finally:
         if km.has_kernel:  # nbclient leaves a kernel it did not create running
             km.shutdown_kernel(now=True)
-    seconds = time.perf_counter() - start
-    probe = nb.cells.pop()
-    assert n_cells == len(nb.cells)
-    text = "".join(o.get("text", "") for o in probe.outputs if o.output_type == "stream")
-    peak_mb = int(text.split()[-1]) / 1024 if "PEAK_RSS_KB" in text else float("nan")
-    return errors_of(nb), peak_mb, seconds
+    return errors_of(nb)
 
 
 def errors_of(nb) -> list[tuple[int, str, str, str]]:

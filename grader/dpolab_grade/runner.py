@@ -3,9 +3,9 @@
 A *unit* is one student's notebooks. Units run as separate worker processes
 (:mod:`dpolab_grade.worker`, each a fork of one process that imported it), at most ``jobs`` at a
 time; each grades its notebooks one after another, each in its own scratch course under a
-temporary folder, removed afterwards (each notebook's log is kept in ``OUT/logs/``). A notebook that passes ``notebook_timeout`` seconds is
-killed with its kernel and reported, and the worker goes on with the next; a worker still running
-past the sum of its notebooks' limits is killed. The main thread alone writes results, the
+temporary folder, removed afterwards (each notebook's log is kept in ``OUT/logs/``). A notebook
+that passes ``notebook_timeout`` seconds is killed with its kernel and reported, and the worker
+goes on with the next; a worker still running past the sum of its notebooks' limits is killed. The main thread alone writes results, the
 gradebook and the reports.
 
 Idempotent: ``OUT/results/<student_id>.json`` records a hash of the student's files and of the
@@ -193,7 +193,7 @@ def _worker_main(spec: str, cwd: str, env: dict[str, str]) -> None:
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    tempfile.tempdir = None  # TMPDIR read again: nbclient's connection files go where the sandbox sees
+    tempfile.tempdir = None  # TMPDIR is read again: the kernels' connection files go into the sandbox's view
 
     from . import worker
 

@@ -51,12 +51,12 @@ PRELOAD = [
     "IPython", "IPython.lib.lexers", "ipykernel.kernelspec", "ipython_pygments_lexers", "codeop", "difflib",
     "pygments.lexers.python", "pygments.lexers.html", "pygments.styles.default", "sqlalchemy.dialects.sqlite",
     "mistune.plugins.def_list", "mistune.plugins.task_lists", "mistune.plugins.url", "jinja2.ext",
+    "nbgrader.converters",  # the apps NbGraderAPI runs (Autograde, GenerateFeedback)
 ]  # fmt: skip
 for _name in PRELOAD:
     importlib.import_module(_name)
 from nbgrader.api import Gradebook  # noqa: E402
 from nbgrader.apps import NbGraderAPI  # noqa: E402
-from nbgrader.converters import Autograde, GenerateFeedback  # noqa: E402, F401  (NbGraderAPI's apps)
 from traitlets.config import Config  # noqa: E402
 
 from .pipeline import autograde_preprocessors, feedback_preprocessors  # noqa: E402
