@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 import torch
 
 from dpolab.grading import random_lm_batch  # noqa: F401  (re-exported for the test modules)
 from notebook_tools import make_course
+
+
+def pytest_configure(config):
+    """The kernels of this run (nbval's, nbclient's, plain nbgrader's) keep their IPython profile
+    and history in a folder of the run, one per pytest worker, and not in ``~/.ipython``: nothing
+    of the run is left in the developer's home, and no history database is shared between workers."""
+    config.ipython_dir = tempfile.mkdtemp(prefix="dpolab-tests-ipython-")
+    os.environ["IPYTHONDIR"] = config.ipython_dir
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "ipython_dir", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

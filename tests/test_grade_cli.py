@@ -698,6 +698,50 @@ def test_kernel_transport_falls_back_to_tcp_with_a_log_line(monkeypatch):
     assert "transport" not in c.KernelManager
 
 
+def test_the_feedback_comes_from_templates_compiled_once(monkeypatch):
+    """The worker's feedback exporter writes nbgrader's page byte for byte, and compiles no template:
+    they were compiled when the worker's module was imported (once per run, in the fork server)."""
+    import jinja2
+    from nbconvert.exporters import HTMLExporter
+    from nbgrader.converters import GenerateFeedback
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+
+    from dpolab_grade import worker
+
+    v4 = nbformat.v4
+    nb = v4.new_notebook(
+        cells=[
+            v4.new_markdown_cell("# DPO\nThe *loss*: $-\\log \\sigma(\\beta h)$, `beta`."),
+            v4.new_code_cell("x = 1\nprint(x)", outputs=[v4.new_output("stream", text="1\n")]),
+        ]
+    )
+    compiled: list[str] = []
+    compile_ = jinja2.Environment.compile
+
+    def counting(self, source, name=None, *args, **kwargs):
+        compiled.append(name)
+        return compile_(self, source, name, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+
+    def page(exporter_class) -> str:
+        feedback = GenerateFeedback(coursedir=CourseDirectory(), config=Config())
+        scores = {"notebook": "01_dpo_loss", "score": 3.0, "max_score": 4.0, "late_penalty": 0}
+        html, _ = exporter_class(parent=feedback, config=feedback.config).from_notebook_node(
+            nb, resources={"nbgrader": scores}
+        )
+        return html
+
+    ours = page(worker.FeedbackExporter)
+    assert compiled == [] and len(worker.TEMPLATES.code) >= 5, (compiled, len(worker.TEMPLATES.code))
+    theirs = page(HTMLExporter)
+    assert "index.html.j2" in compiled  # nbconvert's own exporter compiles them again
+    assert ours == theirs and "Score: 3.0 / 4.0" in ours and "<em>loss</em>" in ours
+    c = worker.config({"unit": "/u", "fixtures": ""}, worker.Limits(), Path("/u/course"), Path("/u/v"))
+    assert c.GenerateFeedback.exporter_class is worker.FeedbackExporter
+
+
 def test_the_judge_reads_what_the_hidden_tests_send():
     """The grader's copy of the records' MIME type and variable agrees with dpolab.records's."""
     from dpolab import records
