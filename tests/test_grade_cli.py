@@ -738,8 +738,9 @@ def test_the_feedback_comes_from_templates_compiled_once(monkeypatch):
     theirs = page(HTMLExporter)
     assert "index.html.j2" in compiled  # nbconvert's own exporter compiles them again
     assert ours == theirs and "Score: 3.0 / 4.0" in ours and "<em>loss</em>" in ours
+    # the worker's configuration gives nbgrader's feedback app that exporter
     c = worker.config({"unit": "/u", "fixtures": ""}, worker.Limits(), Path("/u/course"), Path("/u/v"))
-    assert c.GenerateFeedback.exporter_class is worker.FeedbackExporter
+    assert GenerateFeedback(coursedir=CourseDirectory(), config=c).exporter_class is worker.FeedbackExporter
 
 
 def test_the_judge_reads_what_the_hidden_tests_send():
