@@ -759,7 +759,10 @@ def test_hidden_tests_fail_closed_without_the_judge(course, tmp_path):
         re.sub(r"(?m)^(from dpolab\.autograde\.pipeline import use_judge|use_judge\(c\))$", "", text)
     )
     hand_in(plain, "solved", {n: ({} if n.startswith(NB1) else None) for n in NOTEBOOKS})
-    nbgrader(plain, "autograde", ASSIGNMENT, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    # the grader's kernel client (use_judge gives it; this course has none): nbclient's own can sit
+    # out the ipywidgets cell's whole 60 s timeout (dpolab_grade/kernel_client.py says why)
+    client = "--AsyncKernelManager.client_factory=dpolab_grade.kernel_client.PollingKernelClient"
+    nbgrader(plain, "autograde", ASSIGNMENT, client, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     (scores,) = gradebook_scores(plain / "gradebook.db", ["solved"]).values()
     nb1 = {k: s for k, (s, _) in scores.items() if k in NB1_CELLS}
     assert nb1 == dict.fromkeys(NB1_CELLS, 0), f"a hidden test nobody judged kept its points: {nb1}"

@@ -15,6 +15,7 @@ A class's submissions to grades and feedback in one command, built on nbgrader's
 ``student_sandbox``  one student's sandbox with its zygote and the kernelspec that starts its kernels
 ``watchdog``         the kernel's process tree watched from outside: killed past the process or memory limit
 ``preprocessors``    hidden tests judged after execution, output caps, hidden tracebacks removed
+``kernel_client``    the kernel client of every graded notebook: a missed wake-up costs a second
 ``pipeline``         nbgrader's autograde and feedback pipelines with the judge (``use_judge(c)``)
 ``nbgrader_sandbox`` the sandbox in plain nbgrader's ``Execute`` (one per student)
 ``worker``           one student's notebooks, each in its own scratch course (a subprocess)

@@ -30,6 +30,7 @@ from nbgrader.utils import compute_checksum
 from traitlets import Bool, Integer, Unicode
 
 from .judge import ENV
+from .kernel_client import PollingKernelClient
 from .sandbox import Limits
 
 HIDDEN = "### BEGIN HIDDEN TESTS"
@@ -195,8 +196,11 @@ class RecordingExecute(Execute):
 
     def create_kernel_manager(self):
         if self._kernel_sandbox is None:
-            return super().create_kernel_manager()
-        self.km = self._kernel_sandbox.kernel_manager(self.kernel_manager_class, self.config)
+            super().create_kernel_manager()
+        else:
+            self.km = self._kernel_sandbox.kernel_manager(self.kernel_manager_class, self.config)
+        # a cell's reply whose wake-up was missed waits at most a second, not the cell's timeout
+        self.km.client_factory = PollingKernelClient
         return self.km
 
 
