@@ -75,10 +75,11 @@ from .watchdog import Watchdog, become_subreaper, kill_tree  # noqa: E402
 class CompiledTemplates(jinja2.BytecodeCache):
     """Jinja's compiled templates, kept in memory.
 
-    nbconvert compiles the feedback's templates (nbgrader's page, the classic notebook's, and the
-    bootstrap CSS it includes) again for every notebook: about 0.1 s of CPU each time. Here they
-    are compiled once, in the process every worker is forked from. Jinja checks each template's
-    source against the checksum stored with its code, and compiles again on a mismatch.
+    nbconvert compiles the feedback's templates (nbgrader's page and the eight templates of
+    nbconvert's classic notebook it extends and imports) again for every notebook: about 0.1 s of
+    CPU each time. Here they are compiled once, in the process every worker is forked from. Jinja
+    checks each template's source against the checksum stored with its code, and compiles again
+    on a mismatch.
     """
 
     def __init__(self):
