@@ -754,9 +754,9 @@ def test_hidden_tests_fail_closed_without_the_judge(course, tmp_path):
     shutil.copytree(course, plain, ignore=shutil.ignore_patterns("submitted", "autograded", "feedback"))
     config = plain / "nbgrader_config.py"
     text = config.read_text()
-    assert "use_judge(c)" in text
+    assert "use_judge(c)" in text and "from dpolab_grade.pipeline import use_judge" in text
     config.write_text(
-        re.sub(r"(?m)^(from dpolab\.autograde\.pipeline import use_judge|use_judge\(c\))$", "", text)
+        re.sub(r"(?m)^(from dpolab_grade\.pipeline import use_judge|use_judge\(c\))$", "", text)
     )
     hand_in(plain, "solved", {n: ({} if n.startswith(NB1) else None) for n in NOTEBOOKS})
     # the grader's kernel client (use_judge gives it; this course has none): nbclient's own can sit

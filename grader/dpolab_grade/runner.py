@@ -5,8 +5,8 @@ A *unit* is one student's notebooks. Units run as separate worker processes
 time; each grades its notebooks one after another, each in its own scratch course under a
 temporary folder, removed afterwards (each notebook's log is kept in ``OUT/logs/``). A notebook
 that passes ``notebook_timeout`` seconds is killed with its kernel and reported, and the worker
-goes on with the next; a worker still running past the sum of its notebooks' limits is killed. The main thread alone writes results, the
-gradebook and the reports.
+goes on with the next; a worker still running past the sum of its notebooks' limits is killed.
+The main thread alone writes results, the gradebook and the reports.
 
 Idempotent: ``OUT/results/<student_id>.json`` records a hash of the student's files and of the
 grader (solutions, limits, sandbox); a student whose hash has not changed is not regraded.
